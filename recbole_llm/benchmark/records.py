@@ -1,0 +1,65 @@
+"""What a result file records besides metrics: config, versions, machine. Never secrets."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+import platform
+import re
+from importlib import metadata
+
+SECRET_KEY = re.compile(r"(api_?key|token|secret|password)", re.IGNORECASE)
+_PACKAGES = ("recbole-llm", "recbole", "torch", "numpy", "pandas", "transformers")
+
+
+def jsonable(value):
+    """A JSON-safe copy of a config value (enums by name, other objects as text)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.name
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def redact(config: dict) -> dict:
+    """Drop values whose key looks like a credential, at any depth."""
+    return {
+        k: "<redacted>" if SECRET_KEY.search(k) else redact(v) if isinstance(v, dict) else v
+        for k, v in config.items()
+    }
+
+
+def config_snapshot(config) -> dict:
+    return redact(jsonable(dict(config.final_config_dict)))
+
+
+def fingerprint(obj) -> str:
+    return hashlib.sha1(json.dumps(jsonable(obj), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def machine() -> dict:
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }

@@ -1,0 +1,137 @@
+"""Run a suite YAML: every listed model, trained once, tested on every listed protocol.
+
+Each finished (model, protocol) run is written at once as one JSON file, so an interrupted suite
+loses nothing; a rerun skips runs whose file was made from the same settings.
+
+Suite format::
+
+    name: ml-100k
+    dataset: ml-100k
+    config: {seed: 2020}               # shared by every run
+    protocols: [{type: full}, {type: uniform, size: 20}]
+    models:
+      - {model: Pop, config: {epochs: 1}}
+      - {model: SASRec, name: SASRec-CE, config: {epochs: 20}}
+    output: results/ml-100k            # relative to the suite file
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from recbole_llm.benchmark.records import config_snapshot, fingerprint, jsonable, machine, versions
+from recbole_llm.benchmark.table import DEFAULT_COLUMNS, leaderboard
+from recbole_llm.data.candidates import ProtocolSpec
+from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.registry import get_model
+
+_SUITE_KEYS = {"name", "dataset", "config", "protocols", "models", "output", "columns"}
+
+
+def load_suite(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise RecBoleLLMError(f"Suite file not found: {path}")
+    suite = yaml.safe_load(path.read_text()) or {}
+    unknown = set(suite) - _SUITE_KEYS
+    if unknown:
+        raise RecBoleLLMError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(_SUITE_KEYS)}.")
+    for key in ("dataset", "models"):
+        if key not in suite:
+            raise RecBoleLLMError(f"{path}: missing `{key}`.")
+    suite.setdefault("name", path.stem)
+    suite.setdefault("config", {})
+    suite["protocols"] = [ProtocolSpec.parse(p) for p in suite.get("protocols") or ["full"]]
+    suite["models"] = [{"model": m} if isinstance(m, str) else m for m in suite["models"]]
+    for entry in suite["models"]:
+        entry.setdefault("name", entry.get("model"))
+        entry.setdefault("config", {})
+        if not entry["name"]:
+            raise RecBoleLLMError(f"{path}: every models entry needs `model`.")
+    suite["output"] = path.parent / suite.get("output", f"results/{suite['name']}")
+    return suite
+
+
+def _record_path(suite: dict, name: str, spec: ProtocolSpec) -> Path:
+    return suite["output"] / f"{name}__{spec.label}.json"
+
+
+def _run_key(suite: dict, entry: dict, spec: ProtocolSpec) -> str:
+    model_class = get_model(entry["model"])
+    return fingerprint(
+        {
+            "dataset": suite["dataset"],
+            "config": suite["config"],
+            "entry": entry,
+            "protocol": spec,
+            "class": f"{model_class.__module__}.{model_class.__qualname__}",
+        }
+    )
+
+
+def _is_done(suite: dict, entry: dict) -> bool:
+    for spec in suite["protocols"]:
+        path = _record_path(suite, entry["name"], spec)
+        if not path.is_file() or json.loads(path.read_text()).get("run_key") != _run_key(suite, entry, spec):
+            return False
+    return True
+
+
+def _run_entry(suite: dict, entry: dict) -> None:
+    from recbole_llm.quick_start import evaluate, train
+
+    config = {**suite["config"], **entry["config"]}
+    started = time.time()
+    trained = train(entry["model"], suite["dataset"], None, config)
+    result = evaluate(trained, suite["protocols"])
+    for spec in suite["protocols"]:
+        record = {
+            "suite": suite["name"],
+            "model": entry["name"],
+            "model_class": trained.config["model"],
+            "dataset": suite["dataset"],
+            "protocol": {"label": spec.label, **jsonable(vars(spec))},
+            "metrics": {k: float(v) for k, v in result.test[spec.label].items()},
+            "best_valid": jsonable(trained.best_valid),
+            "n_users": result.n_users[spec.label],
+            "seed": trained.config["seed"],
+            "epochs_run": trained.epochs_run,
+            "wall_time": {"train_s": trained.train_seconds, "eval_s": result.eval_seconds[spec.label]},
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "run_key": _run_key(suite, entry, spec),
+            "config": config_snapshot(trained.config),
+            "versions": versions(),
+            "machine": machine(),
+        }
+        path = _record_path(suite, entry["name"], spec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def run_suite(path: str | Path, force: bool = False, only: list[str] | None = None) -> str:
+    """Run what is missing, then write and return the suite's Markdown leaderboard."""
+    suite = load_suite(path)
+    names = [e["name"] for e in suite["models"]]
+    for name in only or []:
+        if name not in names:
+            raise RecBoleLLMError(f"Model {name!r} is not in the suite; it lists {names}.")
+    for entry in suite["models"]:
+        if (only and entry["name"] not in only) or (not force and _is_done(suite, entry)):
+            continue
+        _run_entry(suite, entry)
+    records = [
+        json.loads(p.read_text())
+        for spec in suite["protocols"]
+        for entry in suite["models"]
+        if (p := _record_path(suite, entry["name"], spec)).is_file()
+    ]
+    table = f"## {suite['name']}\n\n" + leaderboard(records, suite.get("columns", DEFAULT_COLUMNS))
+    (suite["output"] / "leaderboard.md").write_text(table)
+    return table

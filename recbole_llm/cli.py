@@ -1,0 +1,91 @@
+"""Console entry points: `run_recbole` (RecBole's conventions) and `recbole-llm` (subcommands)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import yaml
+
+from recbole_llm.errors import RecBoleLLMError
+
+
+def parse_overrides(args: list[str]) -> dict[str, str]:
+    """`--key=value` pairs (a bare `--flag` means True); values are typed later by Config."""
+    overrides: dict[str, str] = {}
+    for arg in args:
+        if not arg.startswith("--") or len(arg) == 2:
+            raise RecBoleLLMError(f"Unexpected argument {arg!r}: use --key=value.")
+        key, sep, value = arg[2:].partition("=")
+        overrides[key] = value if sep else "True"
+    return overrides
+
+
+def _config_files(value: str | None) -> list[str] | None:
+    files = value.split() if value else None
+    for f in files or []:
+        if not os.path.isfile(f):
+            raise RecBoleLLMError(f"Config file not found: {f}")
+    return files
+
+
+def _fail(prog: str, err: Exception) -> int:
+    message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+USER_ERRORS = (RecBoleLLMError, yaml.YAMLError)
+
+
+def run_recbole_main(argv: list[str] | None = None) -> int:
+    """`run_recbole --model=SASRec --dataset=ml-100k --config_files="a.yaml b.yaml" --epochs=5`."""
+    parser = argparse.ArgumentParser(
+        prog="run_recbole",
+        description="Train and evaluate one model; any other --key=value overrides the config.",
+    )
+    parser.add_argument("--model", "-m", default="SASRec")
+    parser.add_argument("--dataset", "-d", default="ml-100k")
+    parser.add_argument("--config_files", default=None, help="space-separated YAML files")
+    args, rest = parser.parse_known_args(argv)
+    try:
+        from recbole_llm.quick_start import run
+
+        result = run(args.model, args.dataset, _config_files(args.config_files), parse_overrides(rest))
+    except USER_ERRORS as err:
+        return _fail("run_recbole", err)
+    for label, metrics in result.test.items():
+        shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        print(f"test [{label}, {result.n_users[label]} users]: {shown}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`recbole-llm leaderboard SUITE.yaml` and `recbole-llm models`."""
+    parser = argparse.ArgumentParser(prog="recbole-llm")
+    sub = parser.add_subparsers(dest="command", required=True)
+    board = sub.add_parser("leaderboard", help="run a benchmark suite and write its table")
+    board.add_argument("suite", help="suite YAML, e.g. benchmarks/ml-100k.yaml")
+    board.add_argument("--force", action="store_true", help="rerun runs that already have results")
+    board.add_argument("--models", default=None, help="comma-separated subset of the suite's models")
+    sub.add_parser("models", help="list the model names that resolve")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "models":
+            from recbole_llm.registry import available_models
+
+            print("\n".join(available_models()))
+            return 0
+        from recbole_llm.benchmark.suite import run_suite
+
+        only = args.models.split(",") if args.models else None
+        table = run_suite(args.suite, force=args.force, only=only)
+    except USER_ERRORS as err:
+        return _fail("recbole-llm", err)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets, splits and the candidate protocol shared by every model of a leaderboard."""

@@ -1,0 +1,1 @@
+"""Scoring under a protocol and tie-safe metrics, on top of RecBole's trainer and evaluator."""

@@ -1,0 +1,79 @@
+"""The protocol-aware evaluation that every trainer gets, whatever RecBole trainer it extends."""
+
+from __future__ import annotations
+
+import functools
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from recbole_llm.evaluation.scoring import score_all_items, score_candidates
+from recbole_llm.evaluation.ties import TieAwareCollector
+
+
+@contextmanager
+def trusted_checkpoints():
+    """Let RecBole load the checkpoints it wrote itself.
+
+    They pickle RecBole's Config, which torch>=2.6 refuses under its `weights_only=True` default.
+    The switch lasts only for the call that loads the trainer's own files.
+    """
+    original = torch.load
+    torch.load = functools.partial(original, weights_only=False)
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
+class ProtocolEvaluation:
+    """Mixin for a RecBole trainer: scores each loader under its `protocol` with tie-safe metrics.
+
+    A loader built by recbole_llm carries an `EvalProtocol`: the test loader its candidate lists,
+    the validation loader full ranking. Without one, RecBole's own evaluation runs unchanged.
+    """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.eval_collector = TieAwareCollector(config)
+        self._protocol = None
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        self._protocol = getattr(eval_data, "protocol", None)
+        with trusted_checkpoints():
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+
+    def resume_checkpoint(self, resume_file):
+        with trusted_checkpoints():
+            return super().resume_checkpoint(resume_file)
+
+    def _full_sort_batch_eval(self, batched_data):
+        protocol = self._protocol
+        if protocol is None:
+            return super()._full_sort_batch_eval(batched_data)
+        interaction, _, positive_u, positive_i = batched_data
+        interaction = interaction.to(self.device)
+        users = interaction[self.config["USER_ID_FIELD"]]
+        if protocol.candidates is None:
+            scores = score_all_items(
+                self.model, interaction, self.tot_item_num, self.item_tensor, self.test_batch_size
+            )
+            protocol.mask_history(scores, users)
+        else:
+            candidates = protocol.candidates_for(users)
+            candidate_scores = score_candidates(
+                self.model, interaction, candidates, self.item_tensor, self.test_batch_size
+            )
+            scores = torch.full((len(users), self.tot_item_num), -np.inf, device=self.device)
+            scores.scatter_(1, candidates, candidate_scores.float())
+        scores[:, 0] = -np.inf  # padding item
+        return interaction, scores, positive_u, positive_i
+
+
+@functools.cache
+def with_protocol(trainer_class: type) -> type:
+    """`trainer_class` extended with `ProtocolEvaluation` (itself if it already is)."""
+    if issubclass(trainer_class, ProtocolEvaluation):
+        return trainer_class
+    return type(trainer_class.__name__, (ProtocolEvaluation, trainer_class), {"__module__": __name__})

@@ -1,0 +1,129 @@
+"""Run one model on one dataset: train once, then evaluate on one or more test protocols.
+
+Written on `recbole.config/data/trainer/utils` rather than `recbole.quick_start`, which imports ray.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from logging import getLogger
+
+import numpy as np
+import torch
+from recbole.utils import init_logger, init_seed
+
+from recbole_llm.config import Config
+from recbole_llm.data.candidates import ProtocolSpec, top_n
+from recbole_llm.data.protocol import attach_validation_protocol, build_test_loader, group_by_user
+from recbole_llm.data.split import Split, check_dataset_files, load_split
+from recbole_llm.evaluation.scoring import score_loader
+from recbole_llm.evaluation.trainer import trusted_checkpoints
+from recbole_llm.registry import get_trainer
+
+
+@dataclass
+class Trained:
+    """A fitted model (its best validation weights loaded) with its config and data split."""
+
+    config: Config
+    split: Split
+    model: object
+    trainer: object
+    best_valid: dict | None
+    epochs_run: int
+    train_seconds: float
+
+
+@dataclass
+class RunResult:
+    """Test metrics per protocol label, with what is needed to report and compare them."""
+
+    trained: Trained
+    test: dict[str, dict] = field(default_factory=dict)
+    eval_seconds: dict[str, float] = field(default_factory=dict)
+    n_users: dict[str, int] = field(default_factory=dict)
+
+
+def train(model, dataset, config_file_list=None, config_dict=None, saved: bool = True) -> Trained:
+    """Build config, data and model, and fit with validation-based early stopping.
+
+    Models without trainable parameters (zero-shot rankers) or with `epochs: 0` skip fitting.
+    """
+    config = Config(model, dataset, config_file_list, config_dict)
+    check_dataset_files(config)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+    split = load_split(config)
+    attach_validation_protocol(config, split)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    # config.model_class, not config["model"]: "recbole.Pop" must not become the plugin's Pop.
+    model = config.model_class(config, split.train._dataset).to(config["device"])
+    logger.info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config.model_class)(config, model)
+    best_valid, epochs_run, start = None, 0, time.perf_counter()
+    if config["epochs"] > 0 and any(p.requires_grad for p in model.parameters()):
+        _, best_valid = trainer.fit(
+            split.train, split.valid, saved=saved, show_progress=config["show_progress"]
+        )
+        epochs_run = len(trainer.train_loss_dict)
+        if saved:
+            with trusted_checkpoints():
+                checkpoint = torch.load(trainer.saved_model_file, map_location=config["device"])
+            model.load_state_dict(checkpoint["state_dict"])
+            model.load_other_parameter(checkpoint.get("other_parameter"))
+    return Trained(config, split, model, trainer, best_valid, epochs_run, time.perf_counter() - start)
+
+
+def _retriever(config: Config, saved: bool):
+    """The `retrieve` callback of the retriever protocol: fit the named model on the same data."""
+
+    def retrieve(spec: ProtocolSpec, user_tokens: list[str]) -> list[list[str]]:
+        overrides = {
+            **config.file_config_dict,
+            **config.variable_config_dict,
+            **spec.retriever_config,
+            "candidates": "full",
+        }
+        other = train(spec.model, config["dataset"], None, overrides, saved)
+        ds, split = other.split.dataset, other.split
+        wanted = np.asarray(ds.token2id(ds.uid_field, user_tokens), dtype=np.int64)
+        loader = build_test_loader(other.config, split, ProtocolSpec(), None)
+        users, scores = score_loader(other.model, loader, other.config["eval_batch_size"])
+        row_of = {int(u): r for r, u in enumerate(users)}
+        scores = scores[[row_of[int(u)] for u in wanted]].numpy()
+        rng = np.random.default_rng(config["seed"])
+        positives = group_by_user(*split.test_pairs)
+        history = split.history("test")
+        top = top_n(scores, history, wanted, positives, spec.size, spec.include_ground_truth, rng)
+        return [list(r) for r in ds.id2token(ds.iid_field, top)]
+
+    return retrieve
+
+
+def evaluate(trained: Trained, protocols: list[ProtocolSpec] | None = None, saved: bool = True) -> RunResult:
+    """Test the trained model under each protocol (default: the config's `candidates` block)."""
+    config = trained.config
+    protocols = protocols or [ProtocolSpec.parse(config["candidates"])]
+    result = RunResult(trained)
+    for spec in protocols:
+        loader = build_test_loader(config, trained.split, spec, _retriever(config, saved))
+        start = time.perf_counter()
+        metrics = trained.trainer.evaluate(
+            loader, load_best_model=False, show_progress=config["show_progress"]
+        )
+        result.eval_seconds[spec.label] = time.perf_counter() - start
+        result.test[spec.label] = dict(metrics)
+        result.n_users[spec.label] = loader.protocol.n_users
+        getLogger().info(f"test result [{spec.label}]: {dict(metrics)}")
+    return result
+
+
+def run(
+    model, dataset, config_file_list=None, config_dict=None, protocols=None, saved: bool = True
+) -> RunResult:
+    """Train `model` on `dataset` and evaluate it under each protocol."""
+    trained = train(model, dataset, config_file_list, config_dict, saved)
+    return evaluate(trained, protocols, saved)

@@ -1,0 +1,57 @@
+import json
+
+import pytest
+import yaml
+
+from recbole_llm.benchmark import suite as suite_module
+from recbole_llm.benchmark.suite import run_suite
+from recbole_llm.errors import RecBoleLLMError
+
+
+def write_suite(tmp_path, tiny, **extra):
+    body = {
+        "name": "tiny-board",
+        "dataset": "tiny",
+        "config": {**tiny, "openai_api_key": "sk-secret-value"},
+        "protocols": [{"type": "full"}, {"type": "uniform", "size": 6}],
+        "models": [{"model": "Pop"}, {"model": "BPR", "name": "BPR-small", "config": {"epochs": 2}}],
+        "output": "out",
+        **extra,
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_suite_writes_one_record_per_run_and_a_table(tiny, tmp_path, monkeypatch):
+    table = run_suite(write_suite(tmp_path, tiny))
+    files = sorted(p.name for p in (tmp_path / "out").glob("*.json"))
+    expected = ["BPR-small__full.json", "BPR-small__uniform6.json", "Pop__full.json", "Pop__uniform6.json"]
+    assert files == expected
+    record = json.loads((tmp_path / "out" / "BPR-small__uniform6.json").read_text())
+    assert record["protocol"]["size"] == 6 and record["n_users"] == 12
+    assert record["epochs_run"] == 2 and record["seed"] == 2020
+    assert {"recbole", "torch", "python"} <= set(record["versions"])
+    assert record["machine"]["cpu_count"] >= 1 and record["wall_time"]["train_s"] > 0
+    assert 0 <= record["metrics"]["ndcg@10"] <= 1
+    assert record["config"]["openai_api_key"] == "<redacted>"
+    assert "sk-secret-value" not in (tmp_path / "out" / "BPR-small__uniform6.json").read_text()
+    assert "### uniform6 (12 test users)" in table and "| BPR-small |" in table
+    assert (tmp_path / "out" / "leaderboard.md").read_text() == table
+
+    # A rerun with the same settings trains nothing; a changed model config reruns only that model.
+    calls = []
+    monkeypatch.setattr(suite_module, "_run_entry", lambda suite, entry: calls.append(entry["name"]))
+    run_suite(write_suite(tmp_path, tiny))
+    assert calls == []
+    run_suite(write_suite(tmp_path, tiny, models=[{"model": "Pop"}, {"model": "BPR", "name": "BPR-small"}]))
+    assert calls == ["BPR-small"]
+
+
+def test_bad_suites_fail_clearly(tiny, tmp_path):
+    with pytest.raises(RecBoleLLMError, match="unknown key"):
+        run_suite(write_suite(tmp_path, tiny, extra_key=1))
+    with pytest.raises(RecBoleLLMError, match="not in the suite"):
+        run_suite(write_suite(tmp_path, tiny), only=["SASRec"])
+    with pytest.raises(RecBoleLLMError, match="Suite file not found"):
+        run_suite(tmp_path / "none.yaml")

@@ -1,0 +1,71 @@
+import importlib.metadata
+
+import pytest
+from recbole.model.general_recommender import Pop
+from recbole.model.sequential_recommender import SASRec
+from recbole.trainer import NCLTrainer, Trainer
+
+from recbole_llm import registry
+from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.evaluation.trainer import ProtocolEvaluation
+from recbole_llm.models.general.pop import Pop as PluginPop
+from recbole_llm.registry import get_model, get_trainer, register_model
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    monkeypatch.setattr(registry, "_registered", {})
+    registry._entry_point_models.cache_clear()
+    yield
+    registry._entry_point_models.cache_clear()
+
+
+def test_recbole_models_resolve_exactly_and_case_insensitively():
+    assert get_model("SASRec") is SASRec
+    assert get_model("sasrec") is SASRec
+    assert get_model("recbole.Pop") is Pop
+    assert get_model("Pop") is PluginPop, "the plugin's own models come first"
+
+
+def test_unknown_name_gives_one_error_with_close_matches():
+    with pytest.raises(RecBoleLLMError) as err:
+        get_model("SASRc")
+    assert "Unknown model 'SASRc'" in str(err.value)
+    assert "SASRec" in str(err.value)
+    with pytest.raises(RecBoleLLMError, match="Unknown model 'Nothing'"):
+        get_model("Nothing")
+
+
+def test_plugin_model_shadows_recbole_and_prefix_reaches_recbole(clean_registry):
+    @register_model
+    class Pop2(Pop):
+        pass
+
+    register_model(Pop2, "Pop")
+    assert get_model("Pop") is Pop2
+    assert get_model("recbole.Pop") is Pop
+    assert "Pop2" in registry.available_models()
+
+
+def test_entry_point_models_resolve_lazily(clean_registry, monkeypatch):
+    ep = importlib.metadata.EntryPoint(
+        name="ItemIdScorer", value="tests.plugin_models:ItemIdScorer", group=registry.ENTRY_POINT_GROUP
+    )
+    monkeypatch.setattr(
+        registry.importlib.metadata, "entry_points", lambda: importlib.metadata.EntryPoints([ep])
+    )
+    from tests.plugin_models import ItemIdScorer
+
+    assert get_model("ItemIdScorer") is ItemIdScorer
+    with pytest.raises(RecBoleLLMError, match="Did you mean: ItemIdScorer"):
+        get_model("ItemIdScore")
+
+
+def test_trainers_gain_the_protocol_and_keep_model_specific_ones():
+    from recbole.utils import ModelType
+
+    plain = get_trainer(ModelType.SEQUENTIAL, "SASRec")
+    assert issubclass(plain, ProtocolEvaluation) and issubclass(plain, Trainer)
+    special = get_trainer(ModelType.GENERAL, "NCL")
+    assert issubclass(special, ProtocolEvaluation) and issubclass(special, NCLTrainer)
+    assert get_trainer(ModelType.SEQUENTIAL, "SASRec") is plain

@@ -15,7 +15,12 @@ from recbole.utils import init_logger, init_seed
 
 from recbole_llm.config import Config
 from recbole_llm.data.candidates import ProtocolSpec, top_n
-from recbole_llm.data.protocol import attach_validation_protocol, build_test_loader, group_by_user
+from recbole_llm.data.protocol import (
+    attach_validation_protocol,
+    build_test_loader,
+    check_protocol_config,
+    group_by_user,
+)
 from recbole_llm.data.split import Split, check_dataset_files, load_split
 from recbole_llm.evaluation.scoring import score_loader
 from recbole_llm.evaluation.trainer import trusted_checkpoints
@@ -52,6 +57,7 @@ def train(model, dataset, config_file_list=None, config_dict=None, saved: bool =
     """
     config = Config(model, dataset, config_file_list, config_dict)
     check_dataset_files(config)
+    check_protocol_config(config)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()

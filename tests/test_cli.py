@@ -50,6 +50,7 @@ def test_config_files_are_read_in_order(tiny, tmp_path):
         (["--model=Pop", "--epochs=many"], "epochs='many' should be of type int"),
         (["--model=Pop", "--config_files=missing.yaml"], "Config file not found: missing.yaml"),
         (["--model=Pop", "--candidates={'type': 'uniform'}"], "size must be an integer"),
+        (["--model=Pop", "--eval_users=-3"], "eval_users must be a positive integer"),
     ],
 )
 def test_bad_input_gives_one_actionable_line(tmp_path, args, message):

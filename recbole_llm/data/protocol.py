@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -106,6 +107,17 @@ def _candidate_set(config, split: Split, spec: ProtocolSpec, retrieve: Retrieve 
 
     path = store_path(config["candidates_dir"], config["dataset"], spec, key)
     return load_or_create(path, key, create, full=spec.type == "full")
+
+
+def check_protocol_config(config) -> ProtocolSpec:
+    """Validate the protocol keys before any training, so a typo costs seconds, not an epoch."""
+    eval_users = config["eval_users"]
+    if eval_users is not None and (not isinstance(eval_users, int) or eval_users < 1):
+        raise RecBoleLLMError(f"eval_users must be a positive integer or null, not {eval_users!r}.")
+    spec = ProtocolSpec.parse(config["candidates"])
+    if spec.type == "file" and not Path(spec.path).is_file():
+        raise RecBoleLLMError(f"Candidate file not found: {spec.path}")
+    return spec
 
 
 def build_test_loader(config, split: Split, spec: ProtocolSpec, retrieve: Retrieve | None = None):

@@ -5,8 +5,8 @@ from recbole.model.abstract_recommender import GeneralRecommender, SequentialRec
 from recbole.utils import InputType
 
 
-class _Fixed(GeneralRecommender):
-    """A general model with one unused parameter and a score given by `_score(items)`."""
+class _NoTraining:
+    """One unused parameter, so that RecBole's trainer has something to optimise."""
 
     input_type = InputType.POINTWISE
 
@@ -16,6 +16,10 @@ class _Fixed(GeneralRecommender):
 
     def calculate_loss(self, interaction):
         return (self.unused**2).sum()
+
+
+class _Fixed(_NoTraining, GeneralRecommender):
+    """A general model whose score is `_score(items)`, the same for every user."""
 
     def predict(self, interaction):
         return self._score(interaction[self.ITEM_ID])
@@ -39,17 +43,8 @@ class ConstantScorer(_Fixed):
         return torch.zeros_like(items, dtype=torch.float)
 
 
-class SequenceOracle(SequentialRecommender):
+class SequenceOracle(_NoTraining, SequentialRecommender):
     """Knows the next item (RecBole puts it in the test interaction); ranks lists as a whole."""
-
-    input_type = InputType.POINTWISE
-
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
-        self.unused = torch.nn.Parameter(torch.zeros(1))
-
-    def calculate_loss(self, interaction):
-        return (self.unused**2).sum()
 
     def full_sort_predict(self, interaction):
         return torch.nn.functional.one_hot(interaction[self.ITEM_ID], self.n_items).float()

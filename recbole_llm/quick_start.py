@@ -64,6 +64,9 @@ def train(model, dataset, config_file_list=None, config_dict=None, saved: bool =
     logger.info(config)
     split = load_split(config)
     attach_validation_protocol(config, split)
+    adapt = getattr(config.model_class, "adapt_train_loader", None)  # e.g. all-position training
+    if adapt is not None:
+        split.train = adapt(config, split.train)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     # config.model_class, not config["model"]: "recbole.Pop" must not become the plugin's Pop.
     model = config.model_class(config, split.train._dataset).to(config["device"])

@@ -19,7 +19,7 @@ from recbole_llm.data.candidates import (
     split_fingerprint,
     store_path,
 )
-from recbole_llm.data.split import Split
+from recbole_llm.data.split import Split, subset_loader
 from recbole_llm.errors import RecBoleLLMError
 
 # retrieve(spec, user_tokens) -> candidate item tokens per user
@@ -51,16 +51,6 @@ def group_by_user(users: np.ndarray, items: np.ndarray) -> dict[int, np.ndarray]
     users, items = users[order], items[order]
     bounds = np.flatnonzero(np.diff(users)) + 1
     return {int(g[0]): i for g, i in zip(np.split(users, bounds), np.split(items, bounds))}
-
-
-def _restrict_loader(config, loader, users: np.ndarray):
-    """A copy of an evaluation loader over the given users only."""
-    ds = loader._dataset
-    keep = np.isin(ds.inter_feat[ds.uid_field].numpy(), users)
-    if keep.all():
-        return loader
-    subset = ds.copy(ds.inter_feat[torch.from_numpy(keep)])
-    return type(loader)(config, subset, loader._sampler, shuffle=False)
 
 
 def _to_ids(dataset, field: str, tokens) -> np.ndarray:
@@ -133,7 +123,8 @@ def build_test_loader(config, split: Split, spec: ProtocolSpec, retrieve: Retrie
         candidates = torch.zeros((split.n_users, item_ids.shape[1]), dtype=torch.long)
         candidates[torch.from_numpy(users)] = torch.from_numpy(item_ids)
     history = split.history("test") if config["mask_history"] else None
-    loader = _restrict_loader(config, split.test, users)
+    ds_test = split.test._dataset
+    loader = subset_loader(config, split.test, np.isin(ds_test.inter_feat[ds_test.uid_field].numpy(), users))
     loader.protocol = EvalProtocol(spec.label, len(users), candidates, history)
     return loader
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from recbole.data import create_dataset, data_preparation
 
 from recbole_llm.errors import RecBoleLLMError
@@ -50,6 +51,15 @@ def pair_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) ->
     m = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)), shape=shape)
     m.data[:] = 1.0
     return m
+
+
+def subset_loader(config, loader, keep: np.ndarray, shuffle: bool = False):
+    """A copy of a RecBole loader over the rows of its dataset where `keep` is true."""
+    if keep.all():
+        return loader
+    ds = loader._dataset
+    subset = ds.copy(ds.inter_feat[torch.from_numpy(keep)])
+    return type(loader)(config, subset, loader._sampler, shuffle=shuffle)
 
 
 def _pairs(dataset) -> tuple[np.ndarray, np.ndarray]:

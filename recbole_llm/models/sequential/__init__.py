@@ -1,0 +1,1 @@
+"""Sequential recommenders trained with the loss family of `recbole_llm.losses`."""

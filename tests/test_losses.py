@@ -1,0 +1,68 @@
+"""Each loss against a direct, slow computation from its formula."""
+
+import math
+
+import pytest
+import torch
+
+from recbole_llm import losses
+
+torch.manual_seed(0)
+POS = torch.randn(6, dtype=torch.float64) * 3
+NEG = torch.randn(6, 5, dtype=torch.float64) * 3
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def reference(name, pos, neg, n_items=1000, alpha=100.0, c=10.0):
+    out = []
+    for p, ns in zip(pos.tolist(), neg.tolist()):
+        k = len(ns)
+        if name == "SCE":
+            out.append(-math.log(math.exp(p) / (math.exp(p) + alpha * sum(math.exp(n) for n in ns))))
+        elif name == "NCE":
+            s = math.log(n_items / k) - c
+            out.append(-math.log(sigmoid(p + s)) - sum(math.log(1 - sigmoid(n + s)) for n in ns))
+        elif name == "BCE":
+            out.append(-math.log(sigmoid(p)) - sum(math.log(1 - sigmoid(n)) for n in ns))
+        elif name == "BPR":
+            out.append(sum(-math.log(sigmoid(p - n)) for n in ns) / k)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", ["SCE", "NCE", "BCE", "BPR"])
+def test_sampled_losses_match_their_formulas(name):
+    got = losses.sampled_loss(name, POS, NEG, n_items=1000, alpha=100.0, c=10.0)
+    assert torch.allclose(got, reference(name, POS, NEG), rtol=1e-9, atol=1e-9)
+
+
+def test_ssm_is_sce_with_alpha_one_and_ce_is_full_softmax():
+    assert torch.allclose(
+        losses.sampled_loss("SSM", POS, NEG, 1000, 100.0, 10.0), reference("SCE", POS, NEG, alpha=1.0)
+    )
+    scores = torch.randn(4, 7, dtype=torch.float64)
+    target = torch.tensor([0, 3, 6, 2])
+    expected = [
+        -math.log(math.exp(scores[i, t]) / sum(math.exp(v) for v in scores[i].tolist()))
+        for i, t in enumerate(target.tolist())
+    ]
+    assert torch.allclose(losses.ce(scores, target), torch.tensor(expected, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", losses.SAMPLED_LOSSES)
+def test_gradients_are_finite_even_for_extreme_scores(name):
+    pos = torch.tensor([80.0, -80.0, 0.0], requires_grad=True)
+    neg = torch.tensor([[-80.0, 80.0], [80.0, 80.0], [0.0, 0.0]], requires_grad=True)
+    loss = losses.sampled_loss(name, pos, neg, n_items=50, alpha=100.0, c=10.0).sum()
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(pos.grad).all() and torch.isfinite(neg.grad).all()
+
+
+def test_negative_sampler_is_seeded_uniform_and_skips_padding():
+    draw = lambda seed: losses.sample_negatives((2000, 10), 11, torch.Generator().manual_seed(seed))  # noqa: E731
+    a, b, c = draw(1), draw(1), draw(2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    counts = torch.bincount(a.reshape(-1), minlength=11)
+    assert counts[0] == 0 and counts[1:].min() > 0.9 * 2000 and counts[1:].max() < 1.1 * 2000

@@ -1,0 +1,100 @@
+"""The plugin's SASRec/GRU4Rec: loss family, all-position training, negative sampling."""
+
+import pytest
+import torch
+from recbole.data.interaction import Interaction
+
+import recbole_llm.registry as registry
+from recbole_llm.config import Config
+from recbole_llm.data.split import load_split
+from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.losses import LOSSES
+from recbole_llm.models.sequential.gru4rec import GRU4Rec
+from recbole_llm.models.sequential.sasrec import SASRec
+from recbole_llm.quick_start import train
+
+
+@pytest.fixture(autouse=True)
+def plugin_models(monkeypatch):
+    monkeypatch.setattr(registry, "_registered", {})
+    registry.register_model(SASRec, "PluginSASRec")
+    registry.register_model(GRU4Rec, "PluginGRU4Rec")
+
+
+def build(name, tiny, **overrides):
+    config = Config(
+        name, "tiny", config_dict={**tiny, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, **overrides}
+    )
+    split = load_split(config)
+    return config.model_class(config, split.train._dataset), split
+
+
+@pytest.mark.parametrize("name", ["PluginSASRec", "PluginGRU4Rec"])
+def test_all_position_and_per_prefix_training_optimise_the_same_loss(tiny, name):
+    model, _ = build(name, tiny, dropout_prob=0.0)
+    model.eval()
+    a, b, c = 3, 7, 5
+    pad = [0] * 3
+    one_sequence = Interaction(
+        {
+            "item_id_list": torch.tensor([[a, b, *pad]]),
+            "item_length": torch.tensor([2]),
+            "item_id": torch.tensor([c]),
+        }
+    )
+    prefixes = Interaction(
+        {
+            "item_id_list": torch.tensor([[a, 0, *pad], [a, b, *pad]]),
+            "item_length": torch.tensor([1, 2]),
+            "item_id": torch.tensor([b, c]),
+        }
+    )
+    model.all_positions = True
+    all_positions = model.calculate_loss(one_sequence)
+    model.all_positions = False
+    per_prefix = model.calculate_loss(prefixes)
+    assert all_positions.item() == pytest.approx(per_prefix.item(), rel=1e-5)
+
+
+def test_all_position_training_reads_one_row_per_user(tiny):
+    trained = train("PluginSASRec", "tiny", config_dict=tiny)
+    rows = trained.split.train._dataset.inter_feat
+    assert len(rows) == 12 == len(set(rows["user_id"].tolist()))
+    assert (rows["item_length"] == 5).all(), "each user's longest prefix (MAX_ITEM_LIST_LENGTH=5)"
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("name", ["PluginSASRec", "PluginGRU4Rec"])
+def test_every_loss_trains_to_a_finite_loss(tiny, name, loss):
+    trained = train(
+        name, "tiny", config_dict={**tiny, "loss_type": loss, "num_negatives": 4 if loss != "CE" else None}
+    )
+    assert trained.model.loss_type == loss
+    losses = list(trained.trainer.train_loss_dict.values())
+    assert losses and all(torch.isfinite(torch.tensor(v)) for v in losses)
+
+
+def test_invalid_loss_settings_fail_clearly(tiny):
+    with pytest.raises(RecBoleLLMError, match="needs num_negatives >= 1"):
+        build("PluginSASRec", tiny, loss_type="BPR", num_negatives=0)
+    with pytest.raises(RecBoleLLMError, match="Did you mean: SCE"):
+        build("PluginSASRec", tiny, loss_type="SEC")
+    model, _ = build("PluginSASRec", tiny, loss_type="SCE")
+    assert model.num_negatives == 100, "each loss has its YAML default"
+
+
+def test_excluded_negatives_avoid_target_and_history(tiny):
+    model, _ = build("PluginSASRec", tiny, loss_type="SCE", num_negatives=30, negative_exclude="history")
+    targets = torch.tensor([4, 9])
+    history = torch.tensor([[1, 2, 3, 0, 0], [5, 6, 7, 8, 0]])
+    negatives = model._sample(targets, history)
+    assert negatives.shape == (2, 30)
+    for row, target, seen in zip(negatives, targets, history):
+        assert target not in row and not set(row.tolist()) & set(seen.tolist())
+
+
+def test_negative_sampling_is_seeded(tiny):
+    first, _ = build("PluginSASRec", tiny, loss_type="SCE", num_negatives=8)
+    second, _ = build("PluginSASRec", tiny, loss_type="SCE", num_negatives=8)
+    targets, history = torch.tensor([4]), torch.zeros(1, 5, dtype=torch.long)
+    assert torch.equal(first._sample(targets, history), second._sample(targets, history))

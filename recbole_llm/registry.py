@@ -16,6 +16,8 @@ ENTRY_POINT_GROUP = "recbole_llm.models"
 # name -> "module:Class"; the plugin's own models (one line per model).
 BUILTIN_MODELS: dict[str, str] = {
     "Pop": "recbole_llm.models.general.pop:Pop",
+    "SASRec": "recbole_llm.models.sequential.sasrec:SASRec",
+    "GRU4Rec": "recbole_llm.models.sequential.gru4rec:GRU4Rec",
 }
 
 # Qualifier that forces RecBole's own class when the plugin shadows a name (e.g. "recbole.SASRec").

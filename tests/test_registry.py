@@ -9,6 +9,7 @@ from recbole_llm import registry
 from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.evaluation.trainer import ProtocolEvaluation
 from recbole_llm.models.general.pop import Pop as PluginPop
+from recbole_llm.models.sequential.gru4rec import GRU4Rec as PluginGRU4Rec
 from recbole_llm.registry import get_model, get_trainer, register_model
 
 
@@ -21,8 +22,8 @@ def clean_registry(monkeypatch):
 
 
 def test_recbole_models_resolve_exactly_and_case_insensitively():
-    assert get_model("SASRec") is SASRec
-    assert get_model("sasrec") is SASRec
+    assert get_model("recbole.SASRec") is SASRec
+    assert get_model("GRU4Rec") is PluginGRU4Rec and get_model("gru4rec") is PluginGRU4Rec
     assert get_model("recbole.Pop") is Pop
     assert get_model("Pop") is PluginPop, "the plugin's own models come first"
 

@@ -21,6 +21,10 @@ def plugin_models(monkeypatch):
     registry.register_model(GRU4Rec, "PluginGRU4Rec")
 
 
+def test_plugin_versions_are_the_default_sasrec_and_gru4rec():
+    assert registry.get_model("SASRec") is SASRec and registry.get_model("GRU4Rec") is GRU4Rec
+
+
 def build(name, tiny, **overrides):
     config = Config(
         name, "tiny", config_dict={**tiny, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, **overrides}

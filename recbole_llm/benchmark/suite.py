@@ -94,7 +94,7 @@ def _run_entry(suite: dict, entry: dict) -> None:
         record = {
             "suite": suite["name"],
             "model": entry["name"],
-            "model_class": trained.config["model"],
+            "model_class": f"{trained.config.model_class.__module__}.{trained.config.model_class.__name__}",
             "dataset": suite["dataset"],
             "protocol": {"label": spec.label, **jsonable(vars(spec))},
             "metrics": {k: float(v) for k, v in result.test[spec.label].items()},
@@ -102,7 +102,11 @@ def _run_entry(suite: dict, entry: dict) -> None:
             "n_users": result.n_users[spec.label],
             "seed": trained.config["seed"],
             "epochs_run": trained.epochs_run,
-            "wall_time": {"train_s": trained.train_seconds, "eval_s": result.eval_seconds[spec.label]},
+            "wall_time": {
+                "train_s": trained.train_seconds,
+                "eval_s": result.eval_seconds[spec.label],
+                "train_epoch_s": getattr(trained.trainer, "epoch_seconds", []),
+            },
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "run_key": _run_key(suite, entry, spec),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -38,6 +39,14 @@ class ProtocolEvaluation:
         super().__init__(config, model)
         self.eval_collector = TieAwareCollector(config)
         self._protocol = None
+        self.epoch_seconds: list[float] = []  # pure training time per epoch, for cost comparisons
+
+    def _train_epoch(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return super()._train_epoch(*args, **kwargs)
+        finally:
+            self.epoch_seconds.append(time.perf_counter() - start)
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         self._protocol = getattr(eval_data, "protocol", None)

@@ -5,6 +5,7 @@ import yaml
 
 from recbole_llm.benchmark import suite as suite_module
 from recbole_llm.benchmark.suite import run_suite
+from recbole_llm.benchmark.table import DEFAULT_COLUMNS
 from recbole_llm.errors import RecBoleLLMError
 
 
@@ -41,7 +42,7 @@ def test_suite_writes_one_record_per_run_and_a_table(tiny, tmp_path, monkeypatch
 
     # A rerun with the same settings trains nothing; a changed model config reruns only that model.
     calls = []
-    monkeypatch.setattr(suite_module, "_run_entry", lambda suite, entry: calls.append(entry["name"]))
+    monkeypatch.setattr(suite_module, "_run_entry", lambda suite, entry, seed: calls.append(entry["name"]))
     run_suite(write_suite(tmp_path, tiny))
     assert calls == []
     run_suite(write_suite(tmp_path, tiny, models=[{"model": "Pop"}, {"model": "BPR", "name": "BPR-small"}]))
@@ -55,3 +56,16 @@ def test_bad_suites_fail_clearly(tiny, tmp_path):
         run_suite(write_suite(tmp_path, tiny), only=["SASRec"])
     with pytest.raises(RecBoleLLMError, match="Suite file not found"):
         run_suite(tmp_path / "none.yaml")
+
+
+def test_seeds_run_each_model_per_seed_and_average(tiny, tmp_path):
+    path = write_suite(tmp_path, tiny, seeds=[1, 2], models=[{"model": "BPR", "config": {"epochs": 2}}])
+    table = run_suite(path)
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "out").glob("BPR__full__seed*.json"))]
+    assert [r["seed"] for r in records] == [1, 2]
+    values = [r["metrics"]["ndcg@10"] for r in records]
+    mean = sum(values) / 2
+    std = (sum((v - mean) ** 2 for v in values)) ** 0.5  # sample std of two values
+    row = next(line for line in table.splitlines() if line.startswith("| BPR |"))
+    assert f"{mean:.4f} ± {std:.4f}" in row
+    assert row.split(" | ")[len(DEFAULT_COLUMNS) + 1] == "2", "runs column"

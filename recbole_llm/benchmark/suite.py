@@ -9,6 +9,7 @@ Suite format::
     dataset: ml-100k
     config: {seed: 2020}               # shared by every run
     protocols: [{type: full}, {type: uniform, size: 20}]
+    seeds: [2020, 2021, 2022]          # optional: every model once per seed; tables show mean ± std
     models:
       - {model: Pop, config: {epochs: 1}}
       - {model: SASRec, name: SASRec-CE, config: {epochs: 20}}
@@ -31,7 +32,7 @@ from recbole_llm.data.candidates import ProtocolSpec
 from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.registry import get_model
 
-_SUITE_KEYS = {"name", "dataset", "config", "protocols", "models", "output", "columns"}
+_SUITE_KEYS = {"name", "dataset", "config", "protocols", "models", "output", "columns", "seeds"}
 
 
 def load_suite(path: str | Path) -> dict:
@@ -54,39 +55,51 @@ def load_suite(path: str | Path) -> dict:
         entry.setdefault("config", {})
         if not entry["name"]:
             raise RecBoleLLMError(f"{path}: every models entry needs `model`.")
+    seeds = suite.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds)):
+        raise RecBoleLLMError(f"{path}: `seeds` must be a list of integers.")
     suite["output"] = path.parent / suite.get("output", f"results/{suite['name']}")
     return suite
 
 
-def _record_path(suite: dict, name: str, spec: ProtocolSpec) -> Path:
-    return suite["output"] / f"{name}__{spec.label}.json"
+def _runs(suite: dict) -> list[tuple[dict, int | None]]:
+    """(model entry, seed) pairs; seed None means the suite's own config decides."""
+    return [(entry, seed) for entry in suite["models"] for seed in suite.get("seeds") or [None]]
 
 
-def _run_key(suite: dict, entry: dict, spec: ProtocolSpec) -> str:
+def _record_path(suite: dict, name: str, spec: ProtocolSpec, seed: int | None) -> Path:
+    suffix = "" if seed is None else f"__seed{seed}"
+    return suite["output"] / f"{name}__{spec.label}{suffix}.json"
+
+
+def _run_key(suite: dict, entry: dict, spec: ProtocolSpec, seed: int | None) -> str:
     model_class = get_model(entry["model"])
-    return fingerprint(
-        {
-            "dataset": suite["dataset"],
-            "config": suite["config"],
-            "entry": entry,
-            "protocol": spec,
-            "class": f"{model_class.__module__}.{model_class.__qualname__}",
-        }
-    )
+    key = {
+        "dataset": suite["dataset"],
+        "config": suite["config"],
+        "entry": entry,
+        "protocol": spec,
+        "class": f"{model_class.__module__}.{model_class.__qualname__}",
+    }
+    if seed is not None:
+        key["seed"] = seed
+    return fingerprint(key)
 
 
-def _is_done(suite: dict, entry: dict) -> bool:
+def _is_done(suite: dict, entry: dict, seed: int | None) -> bool:
     for spec in suite["protocols"]:
-        path = _record_path(suite, entry["name"], spec)
-        if not path.is_file() or json.loads(path.read_text()).get("run_key") != _run_key(suite, entry, spec):
+        path = _record_path(suite, entry["name"], spec, seed)
+        if not path.is_file():
+            return False
+        if json.loads(path.read_text()).get("run_key") != _run_key(suite, entry, spec, seed):
             return False
     return True
 
 
-def _run_entry(suite: dict, entry: dict) -> None:
+def _run_entry(suite: dict, entry: dict, seed: int | None) -> None:
     from recbole_llm.quick_start import evaluate, train
 
-    config = {**suite["config"], **entry["config"]}
+    config = {**suite["config"], **entry["config"], **({} if seed is None else {"seed": seed})}
     started = time.time()
     trained = train(entry["model"], suite["dataset"], None, config)
     result = evaluate(trained, suite["protocols"])
@@ -109,12 +122,12 @@ def _run_entry(suite: dict, entry: dict) -> None:
             },
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "run_key": _run_key(suite, entry, spec),
+            "run_key": _run_key(suite, entry, spec, seed),
             "config": config_snapshot(trained.config),
             "versions": versions(),
             "machine": machine(),
         }
-        path = _record_path(suite, entry["name"], spec)
+        path = _record_path(suite, entry["name"], spec, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2) + "\n")
 
@@ -126,15 +139,15 @@ def run_suite(path: str | Path, force: bool = False, only: list[str] | None = No
     for name in only or []:
         if name not in names:
             raise RecBoleLLMError(f"Model {name!r} is not in the suite; it lists {names}.")
-    for entry in suite["models"]:
-        if (only and entry["name"] not in only) or (not force and _is_done(suite, entry)):
+    for entry, seed in _runs(suite):
+        if (only and entry["name"] not in only) or (not force and _is_done(suite, entry, seed)):
             continue
-        _run_entry(suite, entry)
+        _run_entry(suite, entry, seed)
     records = [
         json.loads(p.read_text())
         for spec in suite["protocols"]
-        for entry in suite["models"]
-        if (p := _record_path(suite, entry["name"], spec)).is_file()
+        for entry, seed in _runs(suite)
+        if (p := _record_path(suite, entry["name"], spec, seed)).is_file()
     ]
     table = f"## {suite['name']}\n\n" + leaderboard(records, suite.get("columns", DEFAULT_COLUMNS))
     (suite["output"] / "leaderboard.md").write_text(table)

@@ -1,35 +1,56 @@
-"""Markdown leaderboards from result records."""
+"""Markdown leaderboards from result records (several seeds of a model: mean ± std)."""
 
 from __future__ import annotations
+
+import statistics
 
 DEFAULT_COLUMNS = ("NDCG@1", "NDCG@5", "NDCG@10", "Recall@5", "Recall@10", "MRR@10")
 
 
-def _cell(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _cell(values: list[float], digits: int = 4) -> str:
+    mean, std = _mean_std(values)
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else "")
 
 
 def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
-    """One table per protocol, models in suite order; metrics bold where best in the table."""
+    """One table per protocol, models in suite order; the best mean of each column in bold."""
     out = []
     for label in dict.fromkeys(r["protocol"]["label"] for r in records):
-        rows = [r for r in records if r["protocol"]["label"] == label]
-        best = {c: max(r["metrics"].get(c.lower(), float("-inf")) for r in rows) for c in columns}
-        users = rows[0]["n_users"]
+        runs: dict[str, list[dict]] = {}
+        for r in records:
+            if r["protocol"]["label"] == label:
+                runs.setdefault(r["model"], []).append(r)
+        means = {
+            (model, c): _mean_std([r["metrics"][c.lower()] for r in rs])[0]
+            for model, rs in runs.items()
+            for c in columns
+            if all(c.lower() in r["metrics"] for r in rs)
+        }
+        best = {c: max((v for (_, col), v in means.items() if col == c), default=None) for c in columns}
+        users = next(iter(runs.values()))[0]["n_users"]
         out += [f"### {label} ({users} test users)", ""]
-        out.append("| model | " + " | ".join(columns) + " | epochs | train s | eval s |")
-        out.append("|---" * (len(columns) + 4) + "|")
-        for r in rows:
+        out.append("| model | " + " | ".join(columns) + " | runs | epochs | train s | s/epoch | eval s |")
+        out.append("|---" * (len(columns) + 6) + "|")
+        for model, rs in runs.items():
             cells = []
             for c in columns:
-                v = r["metrics"].get(c.lower())
-                text = "–" if v is None else _cell(v)
-                cells.append(f"**{text}**" if v is not None and v == best[c] else text)
-            times = r["wall_time"]
-            out.append(
-                f"| {r['model']} | "
-                + " | ".join(cells)
-                + f" | {r['epochs_run']} | {times['train_s']:.0f} | {times['eval_s']:.1f} |"
-            )
+                if (model, c) not in means:
+                    cells.append("–")
+                    continue
+                text = _cell([r["metrics"][c.lower()] for r in rs])
+                cells.append(f"**{text}**" if means[model, c] == best[c] else text)
+            epoch_s = [s for r in rs for s in r["wall_time"].get("train_epoch_s", [])]
+            cells += [
+                str(len(rs)),
+                _cell([r["epochs_run"] for r in rs], 0),
+                _cell([r["wall_time"]["train_s"] for r in rs], 0),
+                f"{statistics.fmean(epoch_s):.2f}" if epoch_s else "–",
+                _cell([r["wall_time"]["eval_s"] for r in rs], 1),
+            ]
+            out.append(f"| {model} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)

@@ -69,3 +69,17 @@ def test_seeds_run_each_model_per_seed_and_average(tiny, tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| BPR |"))
     assert f"{mean:.4f} ± {std:.4f}" in row
     assert row.split(" | ")[len(DEFAULT_COLUMNS) + 1] == "2", "runs column"
+
+
+def test_every_committed_suite_parses_and_names_known_models():
+    from pathlib import Path
+
+    from recbole_llm.benchmark.suite import load_suite
+    from recbole_llm.registry import get_model
+
+    suites = sorted((Path(__file__).resolve().parent.parent / "benchmarks").glob("*.yaml"))
+    assert suites
+    for path in suites:
+        suite = load_suite(path)
+        for entry in suite["models"]:
+            get_model(entry["model"])

@@ -59,6 +59,7 @@ def load_suite(path: str | Path) -> dict:
     if seeds is not None and (not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds)):
         raise RecBoleLLMError(f"{path}: `seeds` must be a list of integers.")
     suite["output"] = path.parent / suite.get("output", f"results/{suite['name']}")
+    suite["file"] = path
     return suite
 
 
@@ -100,6 +101,9 @@ def _run_entry(suite: dict, entry: dict, seed: int | None) -> None:
     from recbole_llm.quick_start import evaluate, train
 
     config = {**suite["config"], **entry["config"], **({} if seed is None else {"seed": seed})}
+    if config.get("data_path") and not Path(config["data_path"]).is_absolute():
+        # Like `output`, relative to the suite file (resolved here so run keys stay machine-free).
+        config["data_path"] = str((suite["file"].parent / config["data_path"]).resolve())
     started = time.time()
     trained = train(entry["model"], suite["dataset"], None, config)
     result = evaluate(trained, suite["protocols"])

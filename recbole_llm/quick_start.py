@@ -12,6 +12,7 @@ from logging import getLogger
 import numpy as np
 import torch
 from recbole.utils import init_logger, init_seed
+from recbole.utils.argument_list import dataset_arguments, general_arguments
 
 from recbole_llm.config import Config
 from recbole_llm.data.candidates import ProtocolSpec, top_n
@@ -86,21 +87,30 @@ def train(model, dataset, config_file_list=None, config_dict=None, saved: bool =
     return Trained(config, split, model, trainer, best_valid, epochs_run, time.perf_counter() - start)
 
 
+# What a retriever shares with the run that asks for it: data, split and evaluation settings, never
+# the asking model's training settings (an LLM ranker's `epochs: 0` must not leave it untrained).
+_SHARED_WITH_RETRIEVER = (
+    set(dataset_arguments)
+    | set(general_arguments)
+    | {"eval_args", "metrics", "topk", "valid_metric", "eval_batch_size", "mask_history"}
+)
+
+
+def retriever_config(config: Config, spec: ProtocolSpec) -> dict:
+    """Config of the retriever model: the run's shared settings plus `spec.retriever_config`."""
+    given = {**config.file_config_dict, **config.variable_config_dict}
+    shared = {k: v for k, v in given.items() if k in _SHARED_WITH_RETRIEVER}
+    return {**shared, **spec.retriever_config}
+
+
 def _retriever(config: Config, saved: bool):
     """The `retrieve` callback of the retriever protocol: fit the named model on the same data."""
 
     def retrieve(spec: ProtocolSpec, user_tokens: list[str]) -> list[list[str]]:
-        overrides = {
-            **config.file_config_dict,
-            **config.variable_config_dict,
-            **spec.retriever_config,
-            "candidates": "full",
-        }
-        other = train(spec.model, config["dataset"], None, overrides, saved)
+        other = train(spec.model, config["dataset"], None, retriever_config(config, spec), saved)
         ds, split = other.split.dataset, other.split
         wanted = np.asarray(ds.token2id(ds.uid_field, user_tokens), dtype=np.int64)
-        loader = build_test_loader(other.config, split, ProtocolSpec(), None)
-        users, scores = score_loader(other.model, loader, other.config["eval_batch_size"])
+        users, scores = score_loader(other.model, split.test, other.config["eval_batch_size"])
         row_of = {int(u): r for r, u in enumerate(users)}
         scores = scores[[row_of[int(u)] for u in wanted]].numpy()
         rng = np.random.default_rng(config["seed"])

@@ -119,6 +119,18 @@ def test_candidates_from_a_file_and_from_a_retriever(tiny, tmp_path):
         assert len(ids) == 5 and truth[uid][0] in ids and not ids & set(history[uid].indices)
 
 
+def test_retrievers_get_data_settings_but_not_the_asking_models_training_settings(tiny):
+    from recbole_llm.quick_start import retriever_config
+
+    trained = train("ItemIdScorer", "tiny", config_dict={**tiny, "epochs": 0, "learning_rate": 5.0})
+    spec = ProtocolSpec.parse(
+        {"type": "retriever", "model": "BPR", "size": 5, "retriever_config": {"epochs": 3}}
+    )
+    config = retriever_config(trained.config, spec)
+    assert config["epochs"] == 3 and "learning_rate" not in config
+    assert config["data_path"] == tiny["data_path"] and config["load_col"] == tiny["load_col"]
+
+
 def test_full_protocol_reproduces_recboles_own_full_sort_evaluation(tiny):
     """For a general model RecBole masks train+valid items too; with no ties both must agree."""
     from recbole.trainer import Trainer

@@ -43,15 +43,14 @@ def _check_types(given: dict, defaults: dict) -> None:
         default = defaults.get(key)
         if value is None or not isinstance(default, (bool, int, float)):
             continue
-        expected = bool if isinstance(default, bool) else type(default)
-        ok = isinstance(value, expected)
-        if expected is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if expected is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(value, bool) and isinstance(default, bool)
+        else:  # an int default takes ints; a float default takes ints and floats
+            ok = isinstance(value, int if isinstance(default, int) else (int, float))
         if not ok:
             raise RecBoleLLMError(
-                f"Config value {key}={value!r} should be of type {expected.__name__} (default: {default!r})."
+                f"Config value {key}={value!r} should be of type {type(default).__name__} "
+                f"(default: {default!r})."
             )
 
 

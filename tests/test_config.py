@@ -75,3 +75,22 @@ def test_ml100k_resolves_to_the_copy_inside_the_recbole_wheel():
     expected = os.path.join(os.path.dirname(recbole.__file__), "dataset_example", "ml-100k")
     assert os.path.realpath(config["data_path"]) == os.path.realpath(expected)
     assert os.path.isfile(os.path.join(config["data_path"], "ml-100k.inter"))
+
+
+@pytest.mark.parametrize(
+    "key, value, ok",
+    [
+        ("learning_rate", 1, True),
+        ("learning_rate", "fast", False),
+        ("epochs", 2.5, False),
+        ("show_progress", 1, False),
+        ("show_progress", False, True),
+        ("epochs", True, False),
+    ],
+)
+def test_scalar_type_rules(tiny, key, value, ok):
+    if ok:
+        assert Config("Pop", "tiny", config_dict={**tiny, key: value})[key] == value
+    else:
+        with pytest.raises(RecBoleLLMError, match=f"{key}="):
+            Config("Pop", "tiny", config_dict={**tiny, key: value})

@@ -13,7 +13,10 @@ def write_suite(tmp_path, tiny, **extra):
     body = {
         "name": "tiny-board",
         "dataset": "tiny",
-        "config": {**tiny, "openai_api_key": "sk-secret-value"},
+        "config": {
+            **{k: v for k, v in tiny.items() if k != "candidates_dir"},
+            "openai_api_key": "sk-secret-value",
+        },
         "protocols": [{"type": "full"}, {"type": "uniform", "size": 6}],
         "models": [{"model": "Pop"}, {"model": "BPR", "name": "BPR-small", "config": {"epochs": 2}}],
         "output": "out",
@@ -39,6 +42,7 @@ def test_suite_writes_one_record_per_run_and_a_table(tiny, tmp_path, monkeypatch
     assert "sk-secret-value" not in (tmp_path / "out" / "BPR-small__uniform6.json").read_text()
     assert "### uniform6 (12 test users)" in table and "| BPR-small |" in table
     assert (tmp_path / "out" / "leaderboard.md").read_text() == table
+    assert len(list((tmp_path / "out" / "candidates" / "tiny").glob("uniform6-*.tsv"))) == 1
 
     # A rerun with the same settings trains nothing; a changed model config reruns only that model.
     calls = []

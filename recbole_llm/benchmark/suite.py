@@ -13,7 +13,7 @@ Suite format::
     models:
       - {model: Pop, config: {epochs: 1}}
       - {model: SASRec, name: SASRec-CE, config: {epochs: 20}}
-    output: results/ml-100k            # relative to the suite file
+    output: results/ml-100k            # relative to the suite file; candidate sets in output/candidates
 """
 
 from __future__ import annotations
@@ -104,6 +104,8 @@ def _run_entry(suite: dict, entry: dict, seed: int | None) -> None:
     if config.get("data_path") and not Path(config["data_path"]).is_absolute():
         # Like `output`, relative to the suite file (resolved here so run keys stay machine-free).
         config["data_path"] = str((suite["file"].parent / config["data_path"]).resolve())
+    # Candidate sets live beside the results, so that a rerun ranks exactly the same lists.
+    config.setdefault("candidates_dir", str(suite["output"] / "candidates"))
     started = time.time()
     trained = train(entry["model"], suite["dataset"], None, config)
     result = evaluate(trained, suite["protocols"])

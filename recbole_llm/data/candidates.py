@@ -114,13 +114,17 @@ def split_fingerprint(dataset, n_interactions: int, test_pairs: tuple[np.ndarray
 
 
 def select_users(dataset, test_users: np.ndarray, eval_users: int | None, seed: int) -> np.ndarray:
-    """A seeded subset of test users, drawn over tokens so it does not depend on id mapping."""
+    """Test users (a seeded subset if `eval_users`) in token order.
+
+    Drawing and ordering over tokens keeps the subset and the negatives drawn per user independent
+    of RecBole's id mapping, which may differ between dataset classes.
+    """
     users = np.unique(test_users)
+    users = users[np.argsort(dataset.id2token(dataset.uid_field, users), kind="stable")]
     if eval_users is None or eval_users >= len(users):
         return users
-    order = np.argsort(dataset.id2token(dataset.uid_field, users))
     chosen = np.random.default_rng(seed).choice(len(users), size=eval_users, replace=False)
-    return np.sort(users[order][chosen])
+    return users[np.sort(chosen)]
 
 
 def sample_candidates(

@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument("suite", help="suite YAML, e.g. benchmarks/ml-100k.yaml")
     board.add_argument("--force", action="store_true", help="rerun runs that already have results")
     board.add_argument("--models", default=None, help="comma-separated subset of the suite's models")
+    board.add_argument("--seeds", default=None, help="comma-separated subset of the suite's seeds")
     sub.add_parser("models", help="list the model names that resolve")
     args = parser.parse_args(argv)
     try:
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         from recbole_llm.benchmark.suite import run_suite
 
         only = args.models.split(",") if args.models else None
-        table = run_suite(args.suite, force=args.force, only=only)
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        table = run_suite(args.suite, force=args.force, only=only, seeds=seeds)
     except USER_ERRORS as err:
         return _fail("recbole-llm", err)
     print(table)

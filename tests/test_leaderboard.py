@@ -73,6 +73,8 @@ def test_seeds_run_each_model_per_seed_and_average(tiny, tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| BPR |"))
     assert f"{mean:.4f} ± {std:.4f}" in row
     assert row.split(" | ")[len(DEFAULT_COLUMNS) + 1] == "2", "runs column"
+    with pytest.raises(RecBoleLLMError, match="Seed 3 is not in the suite"):
+        run_suite(path, seeds=[3])
 
 
 def test_every_committed_suite_parses_and_names_known_models():

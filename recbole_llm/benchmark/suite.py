@@ -138,15 +138,22 @@ def _run_entry(suite: dict, entry: dict, seed: int | None) -> None:
         path.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def run_suite(path: str | Path, force: bool = False, only: list[str] | None = None) -> str:
-    """Run what is missing, then write and return the suite's Markdown leaderboard."""
+def run_suite(
+    path: str | Path, force: bool = False, only: list[str] | None = None, seeds: list[int] | None = None
+) -> str:
+    """Run what is missing (of `only` models and `seeds`, if given); write and return the table."""
     suite = load_suite(path)
     names = [e["name"] for e in suite["models"]]
     for name in only or []:
         if name not in names:
             raise RecBoleLLMError(f"Model {name!r} is not in the suite; it lists {names}.")
+    for seed in seeds or []:
+        if seed not in (suite.get("seeds") or []):
+            raise RecBoleLLMError(f"Seed {seed} is not in the suite's seeds {suite.get('seeds')}.")
     for entry, seed in _runs(suite):
-        if (only and entry["name"] not in only) or (not force and _is_done(suite, entry, seed)):
+        if (only and entry["name"] not in only) or (seeds and seed not in seeds):
+            continue
+        if not force and _is_done(suite, entry, seed):
             continue
         _run_entry(suite, entry, seed)
     records = [

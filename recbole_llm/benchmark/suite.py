@@ -138,6 +138,21 @@ def _run_entry(suite: dict, entry: dict, seed: int | None) -> None:
         path.write_text(json.dumps(record, indent=2) + "\n")
 
 
+def _provenance(suite: dict, records: list[dict]) -> str:
+    if not records:
+        return "No finished runs yet."
+    seeds = sorted({r["seed"] for r in records})
+    machine, versions = records[0]["machine"], records[0]["versions"]
+    return (
+        f"Regenerate: `recbole-llm leaderboard {suite['file'].as_posix()}`. Dataset `{suite['dataset']}`, "
+        f"leave-one-out split, seen items masked, ties broken against the model (docs/protocol.md); "
+        f"seed(s) {', '.join(map(str, seeds))}. Machine: {machine['cpu_count']} CPU cores "
+        f"({machine['processor']}), GPU: {machine['cuda'] or 'none'}. "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + ". Times in seconds; one JSON per run beside this file."
+    )
+
+
 def run_suite(
     path: str | Path, force: bool = False, only: list[str] | None = None, seeds: list[int] | None = None
 ) -> str:
@@ -162,6 +177,7 @@ def run_suite(
         for entry, seed in _runs(suite)
         if (p := _record_path(suite, entry["name"], spec, seed)).is_file()
     ]
-    table = f"## {suite['name']}\n\n" + leaderboard(records, suite.get("columns", DEFAULT_COLUMNS))
+    table = f"## {suite['name']}\n\n{_provenance(suite, records)}\n\n"
+    table += leaderboard(records, suite.get("columns", DEFAULT_COLUMNS))
     (suite["output"] / "leaderboard.md").write_text(table)
     return table

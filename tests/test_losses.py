@@ -42,13 +42,24 @@ def test_ssm_is_sce_with_alpha_one_and_ce_is_full_softmax():
     assert torch.allclose(
         losses.sampled_loss("SSM", POS, NEG, 1000, 100.0, 10.0), reference("SCE", POS, NEG, alpha=1.0)
     )
-    scores = torch.randn(4, 7, dtype=torch.float64)
-    target = torch.tensor([0, 3, 6, 2])
+
+
+def test_chunked_ce_matches_full_softmax_and_its_gradients():
+    states = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 3, 4, 2, 2, 1, 0])
+    scores = (states @ weight.T).tolist()
     expected = [
-        -math.log(math.exp(scores[i, t]) / sum(math.exp(v) for v in scores[i].tolist()))
+        -math.log(math.exp(scores[i][t]) / sum(math.exp(v) for v in scores[i]))
         for i, t in enumerate(target.tolist())
     ]
-    assert torch.allclose(losses.ce(scores, target), torch.tensor(expected, dtype=torch.float64))
+    upstream = torch.rand(7, dtype=torch.float64)
+    got = losses.ce_from_states(states, weight, target, chunk=3)  # chunks of 3, 3 and 1 rows
+    assert torch.allclose(got, torch.tensor(expected, dtype=torch.float64))
+    grads = torch.autograd.grad((got * upstream).sum(), (states, weight))
+    direct = torch.nn.functional.cross_entropy(states @ weight.T, target, reduction="none")
+    want = torch.autograd.grad((direct * upstream).sum(), (states, weight))
+    assert all(torch.allclose(g, w) for g, w in zip(grads, want))
 
 
 @pytest.mark.parametrize("name", losses.SAMPLED_LOSSES)

@@ -30,6 +30,28 @@ def test_pessimistic_ranking_puts_positives_after_equal_scores():
     assert nan[0, 0] < nan[0, 1], "NaN never wins"
 
 
+def slow_pessimistic_order(row: list[float], positives: set[int]) -> list[int]:
+    """Reference: sort by (NaN last, score descending, non-positive first)."""
+    nan = [v != v for v in row]
+    return sorted(range(len(row)), key=lambda i: (nan[i], 0.0 if nan[i] else -row[i], i in positives))
+
+
+def test_pessimistic_ranking_matches_a_slow_lexicographic_sort():
+    gen = torch.Generator().manual_seed(0)
+    # Few distinct values (many ties), signed zeros, infinities, NaN and tiny magnitudes.
+    special = [float("inf"), -float("inf"), float("nan")]
+    values = torch.tensor([-2.5, -1e-30, -0.0, 0.0, 1e-30, 0.5, 3.0, *special])
+    scores = values[torch.randint(0, len(values), (30, 12), generator=gen)]
+    positive_u = torch.arange(30).repeat_interleave(2)
+    positive_i = torch.randint(0, 12, (60,), generator=gen)
+    ranked = pessimistic_ranking(scores, positive_u, positive_i)
+    for u in range(30):
+        positives = set(positive_i[positive_u == u].tolist())
+        want = [i in positives for i in slow_pessimistic_order(scores[u].tolist(), positives)]
+        got = [i in positives for i in torch.sort(ranked[u], descending=True, stable=True).indices.tolist()]
+        assert got == want, f"row {u}: positives at other ranks than the reference"
+
+
 def test_perfect_scorer_gets_ndcg_one(config):
     scores = torch.zeros(4, 21)
     positives = [3, 7, 11, 20]

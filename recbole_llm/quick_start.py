@@ -49,6 +49,7 @@ class RunResult:
     test: dict[str, dict] = field(default_factory=dict)
     eval_seconds: dict[str, float] = field(default_factory=dict)
     n_users: dict[str, int] = field(default_factory=dict)
+    reports: dict[str, dict] = field(default_factory=dict)  # e.g. an LLM ranker's cost and parse rate
 
 
 def train(model, dataset, config_file_list=None, config_dict=None, saved: bool = True) -> Trained:
@@ -136,6 +137,10 @@ def evaluate(trained: Trained, protocols: list[ProtocolSpec] | None = None, save
         result.eval_seconds[spec.label] = time.perf_counter() - start
         result.test[spec.label] = dict(metrics)
         result.n_users[spec.label] = loader.protocol.n_users
+        report = getattr(trained.model, "evaluation_report", None)
+        if report is not None:
+            result.reports[spec.label] = report()
+            getLogger().info(f"cost and parsing [{spec.label}]: {result.reports[spec.label]}")
         getLogger().info(f"test result [{spec.label}]: {dict(metrics)}")
     return result
 

@@ -18,6 +18,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "Pop": "recbole_llm.models.general.pop:Pop",
     "SASRec": "recbole_llm.models.sequential.sasrec:SASRec",
     "GRU4Rec": "recbole_llm.models.sequential.gru4rec:GRU4Rec",
+    "LLMRanker": "recbole_llm.models.llm.ranker:LLMRanker",
 }
 
 # Qualifier that forces RecBole's own class when the plugin shadows a name (e.g. "recbole.SASRec").

@@ -89,3 +89,26 @@ def test_every_committed_suite_parses_and_names_known_models():
         suite = load_suite(path)
         for entry in suite["models"]:
             get_model(entry["model"])
+
+
+def test_published_numbers_are_tabled_with_relative_gaps():
+    from recbole_llm.benchmark.table import published_comparison
+
+    def record(model, ndcg, seed):
+        return {
+            "model": model,
+            "protocol": {"label": "full"},
+            "metrics": {"ndcg@10": ndcg},
+            "epochs_run": 10,
+            "wall_time": {"train_s": 100.0},
+            "seed": seed,
+        }
+
+    records = [record("CE", 0.05, 1), record("CE", 0.07, 2), record("BCE", 0.03, 1)]
+    published = {"source": "Paper, Table 2", "CE": {"NDCG@10": 0.0600}, "BCE": {"NDCG@10": 0.0400}}
+    table = published_comparison(records, published, "full")
+    assert "published: Paper, Table 2" in table
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    assert rows["| CE"][1:4] == ["0.0600", "0.0600 ± 0.0141", "+0%"]
+    assert rows["| BCE"][1:4] == ["0.0400", "0.0300", "-25%"]
+    assert rows["| CE"][4] == "2", "seeds column"

@@ -10,6 +10,10 @@ Suite format::
     config: {seed: 2020}               # shared by every run
     protocols: [{type: full}, {type: uniform, size: 20}]
     seeds: [2020, 2021, 2022]          # optional: every model once per seed; tables show mean ± std
+    published:                         # optional: a paper's numbers, tabled next to ours
+      source: Xu et al. 2024, Table 2
+      SASRec-CE: {Recall@10: 0.0986, NDCG@10: 0.0597}
+    notes: text printed under the tables (budgets, deviations from the paper)
     models:
       - {model: Pop, config: {epochs: 1}}
       - {model: SASRec, name: SASRec-CE, config: {epochs: 20}}
@@ -27,12 +31,14 @@ from pathlib import Path
 import yaml
 
 from recbole_llm.benchmark.records import config_snapshot, fingerprint, jsonable, machine, versions
-from recbole_llm.benchmark.table import DEFAULT_COLUMNS, leaderboard
+from recbole_llm.benchmark.table import DEFAULT_COLUMNS, leaderboard, published_comparison
 from recbole_llm.data.candidates import ProtocolSpec
 from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.registry import get_model
 
-_SUITE_KEYS = {"name", "dataset", "config", "protocols", "models", "output", "columns", "seeds"}
+_SUITE_KEYS = {
+    "name", "dataset", "config", "protocols", "models", "output", "columns", "seeds", "published", "notes"
+}
 
 
 def load_suite(path: str | Path) -> dict:
@@ -119,6 +125,7 @@ def _run_entry(suite: dict, entry: dict, seed: int | None) -> None:
             "metrics": {k: float(v) for k, v in result.test[spec.label].items()},
             "best_valid": jsonable(trained.best_valid),
             "n_users": result.n_users[spec.label],
+            "cost": result.reports.get(spec.label),
             "seed": trained.config["seed"],
             "epochs_run": trained.epochs_run,
             "wall_time": {
@@ -179,5 +186,9 @@ def run_suite(
     ]
     table = f"## {suite['name']}\n\n{_provenance(suite, records)}\n\n"
     table += leaderboard(records, suite.get("columns", DEFAULT_COLUMNS))
+    if suite.get("published"):
+        table += "\n" + published_comparison(records, suite["published"], suite["protocols"][0].label)
+    if suite.get("notes"):
+        table += "\n" + suite["notes"].strip() + "\n"
     (suite["output"] / "leaderboard.md").write_text(table)
     return table

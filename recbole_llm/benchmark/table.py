@@ -54,3 +54,41 @@ def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
             out.append(f"| {model} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
+
+
+def published_comparison(records: list[dict], published: dict, label: str) -> str:
+    """Published numbers next to ours (mean over seeds) for protocol `label`, with relative gaps.
+
+    `published` maps a model name to {column: value}; its optional `source` key names the paper.
+    """
+    runs: dict[str, list[dict]] = {}
+    for r in records:
+        if r["protocol"]["label"] == label:
+            runs.setdefault(r["model"], []).append(r)
+    columns = list(dict.fromkeys(c for m, v in published.items() if m != "source" for c in v))
+    head = " | ".join(f"{c} published | {c} ours | gap" for c in columns)
+    out = [
+        f"### Published vs ours ({label}; published: {published.get('source', 'see suite file')})",
+        "",
+        f"| model | {head} | seeds | epochs | train s |",
+        "|---" * (3 * len(columns) + 4) + "|",
+    ]
+    for model, values in published.items():
+        if model == "source":
+            continue
+        rs = runs.get(model, [])
+        cells = []
+        for c in columns:
+            ours = [r["metrics"][c.lower()] for r in rs if c.lower() in r["metrics"]]
+            ref = values.get(c)
+            cells.append("–" if ref is None else f"{ref:.4f}")
+            cells.append(_cell(ours) if ours else "–")
+            gap = (_mean_std(ours)[0] - ref) / ref if ours and ref else None
+            cells.append("–" if gap is None else f"{gap:+.0%}")
+        cells += [
+            str(len(rs)),
+            _cell([r["epochs_run"] for r in rs], 0) if rs else "–",
+            _cell([r["wall_time"]["train_s"] for r in rs], 0) if rs else "–",
+        ]
+        out.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join([*out, ""])

@@ -107,6 +107,11 @@ def check_protocol_config(config) -> ProtocolSpec:
     spec = ProtocolSpec.parse(config["candidates"])
     if spec.type == "file" and not Path(spec.path).is_file():
         raise RecBoleLLMError(f"Candidate file not found: {spec.path}")
+    if spec.type == "full" and getattr(config.model_class, "ranks_candidate_lists_only", False):
+        raise RecBoleLLMError(
+            f"{config['model']} ranks candidate lists, not every item: use a candidate protocol such as "
+            "--candidates=\"{'type': 'uniform', 'size': 20}\"."
+        )
     return spec
 
 

@@ -1,0 +1,1 @@
+"""Language models behind one narrow interface: backends, response cache, prompts, answer parsing."""

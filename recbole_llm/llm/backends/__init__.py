@@ -1,0 +1,1 @@
+"""LLM backends: `hf` (local transformers), `openai` (any compatible server), `vllm`, `langchain`."""

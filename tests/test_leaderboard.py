@@ -112,3 +112,27 @@ def test_published_numbers_are_tabled_with_relative_gaps():
     assert rows["| CE"][1:4] == ["0.0600", "0.0600 ± 0.0141", "+0%"]
     assert rows["| BCE"][1:4] == ["0.0400", "0.0300", "-25%"]
     assert rows["| CE"][4] == "2", "seeds column"
+
+
+def test_llm_cost_columns_appear_only_when_a_run_reports_cost():
+    from recbole_llm.benchmark.table import leaderboard
+
+    def record(model, cost):
+        return {
+            "model": model,
+            "protocol": {"label": "uniform20"},
+            "n_users": 200,
+            "metrics": {c.lower(): 0.5 for c in DEFAULT_COLUMNS},
+            "epochs_run": 0,
+            "wall_time": {"train_s": 0.0, "eval_s": 1.0},
+            "cost": cost,
+        }
+
+    plain = leaderboard([record("Pop", None)])
+    assert "parse fail" not in plain
+    cost = {"parse_failure_rate": 0.125, "seconds_per_user": 1.75, "tokens_per_user": 600.0}
+    table = leaderboard([record("Pop", None), record("LLMRanker", cost)])
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    n = len(DEFAULT_COLUMNS)
+    assert rows["| LLMRanker"][n + 1 : n + 4] == ["0.125", "1.8", "600.0"]
+    assert rows["| Pop"][n + 1 : n + 4] == ["–", "–", "–"]

@@ -156,3 +156,12 @@ def test_smoke_with_the_real_default_model_smollm2(tiny):
     report = result.reports[f"uniform{N}"]
     assert report["users"] == 2 and report["output_tokens"] > 0 and report["prompt_tokens"] > 100
     assert 0.0 <= result.test[f"uniform{N}"]["ndcg@10"] <= 1.0
+
+
+def test_a_langchain_chat_model_ranks_through_the_listwise_mode(tiny):
+    fake = pytest.importorskip("langchain_core.language_models.fake_chat_models")
+    chat = fake.FakeListChatModel(responses=["C > A > Q"])  # Q is invented
+    result = rank(tiny, "langchain", langchain_model=chat, ranking_mode="listwise")
+    report = result.reports[f"uniform{N}"]
+    assert report["llm_calls"] == 12 and report["parse_failure_rate"] == 0.0
+    assert report["mean_recovered"] == pytest.approx(2 / N)

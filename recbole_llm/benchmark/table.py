@@ -7,6 +7,19 @@ import statistics
 DEFAULT_COLUMNS = ("NDCG@1", "NDCG@5", "NDCG@10", "Recall@5", "Recall@10", "MRR@10")
 
 
+# An LLM ranker's cost report (see LLMRanker.evaluation_report): column title -> report key.
+COST_COLUMNS = {
+    "parse fail": "parse_failure_rate",
+    "s/user": "seconds_per_user",
+    "tokens/user": "tokens_per_user",
+}
+
+
+def _cost_cell(reports: list[dict], key: str) -> str:
+    values = [r[key] for r in reports if key in r]
+    return _cell(values, 3 if key == "parse_failure_rate" else 1) if values else "–"
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -32,9 +45,13 @@ def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
         }
         best = {c: max((v for (_, col), v in means.items() if col == c), default=None) for c in columns}
         users = next(iter(runs.values()))[0]["n_users"]
+        costs = any(r.get("cost") for rs in runs.values() for r in rs)
+        extra = list(COST_COLUMNS) if costs else []
         out += [f"### {label} ({users} test users)", ""]
-        out.append("| model | " + " | ".join(columns) + " | runs | epochs | train s | s/epoch | eval s |")
-        out.append("|---" * (len(columns) + 6) + "|")
+        out.append(
+            "| model | " + " | ".join([*columns, *extra]) + " | runs | epochs | train s | s/epoch | eval s |"
+        )
+        out.append("|---" * (len(columns) + len(extra) + 6) + "|")
         for model, rs in runs.items():
             cells = []
             for c in columns:
@@ -43,6 +60,8 @@ def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
                     continue
                 text = _cell([r["metrics"][c.lower()] for r in rs])
                 cells.append(f"**{text}**" if means[model, c] == best[c] else text)
+            if costs:
+                cells += [_cost_cell([r.get("cost") or {} for r in rs], key) for key in COST_COLUMNS.values()]
             epoch_s = [s for r in rs for s in r["wall_time"].get("train_epoch_s", [])]
             cells += [
                 str(len(rs)),

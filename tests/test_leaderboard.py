@@ -136,3 +136,15 @@ def test_llm_cost_columns_appear_only_when_a_run_reports_cost():
     n = len(DEFAULT_COLUMNS)
     assert rows["| LLMRanker"][n + 1 : n + 4] == ["0.125", "1.8", "600.0"]
     assert rows["| Pop"][n + 1 : n + 4] == ["–", "–", "–"]
+
+
+def test_redaction_hides_credentials_but_keeps_token_budgets():
+    from recbole_llm.benchmark.records import redact
+
+    config = {"hf_token": "x", "token": "x", "client_secret": "x", "OPENAI_API_KEY": "x"}
+    config["db"] = {"password": "x"}
+    kept = {"max_new_tokens": 120, "tokens_per_user": 600, "llm_api_key_env": "OPENAI_API_KEY"}
+    out = redact({**config, **kept})
+    assert all(out[k] == "<redacted>" for k in ("hf_token", "token", "client_secret", "OPENAI_API_KEY"))
+    assert out["db"] == {"password": "<redacted>"}
+    assert {k: out[k] for k in kept} == kept

@@ -10,7 +10,9 @@ import platform
 import re
 from importlib import metadata
 
-SECRET_KEY = re.compile(r"(api_?key|token|secret|password)", re.IGNORECASE)
+# Credential-like keys ("openai_api_key", "hf_token", "client_secret"), but not "max_new_tokens" nor
+# "llm_api_key_env" (the name of a variable, not its value).
+SECRET_KEY = re.compile(r"(api_?key|(^|_)token(_|$)|secret|password)(?!.*_env$)", re.IGNORECASE)
 _PACKAGES = ("recbole-llm", "recbole", "torch", "numpy", "pandas", "transformers")
 
 

@@ -11,14 +11,12 @@ few epochs): the leaderboards compare NDCG@10 after full training.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
-import time
 from pathlib import Path
 
-from recbole_llm.benchmark.records import machine, versions
+from recbole_llm.benchmark.records import provenance, versions_text, write_result
 from recbole_llm.quick_start import train
 
 MODELS = {"RecBole SASRec (per prefix)": "recbole.SASRec", "recbole-llm SASRec (all positions)": "SASRec"}
@@ -54,19 +52,14 @@ def main() -> None:
         "ratio": slow / fast,
         "runs": rows,
         "config": config,
-        "command": shlex.join(["python", *sys.argv]),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": versions(),
-        "machine": machine(),
+        **provenance(shlex.join(["python", *sys.argv])),
     }
     out = Path(__file__).parent / "results" / f"{args.dataset}-epoch-time"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "epoch_time.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"## Training time per epoch on {args.dataset}, measured in one run",
         "",
         f"`{result['command']}` on {result['machine']['cpu_count']} CPU cores, "
-        + ", ".join(f"{k} {v}" for k, v in result["versions"].items())
+        + versions_text(result["versions"])
         + f"; seed {args.seed}; RecBole defaults otherwise.",
         "",
         "| model | training rows | batch | s/epoch |",
@@ -79,7 +72,7 @@ def main() -> None:
         f"**Ratio RecBole / recbole-llm: {result['ratio']:.1f}x** less time per epoch.",
         "",
     ]
-    (out / "epoch_time.md").write_text("\n".join(lines))
+    write_result(out, "epoch_time", result, lines)
     print(f"ratio {result['ratio']:.1f}x -> {out}")
 
 

@@ -11,7 +11,6 @@ Writes results/<dataset>-llm-cost/llm_cost.{json,md}. No response cache: every c
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from recbole_llm.benchmark.records import machine, versions
+from recbole_llm.benchmark.records import provenance, versions_text, write_result
 from recbole_llm.quick_start import run
 
 CONFIGS = {
@@ -91,20 +90,15 @@ def main() -> None:
         "matmul_peak_gflops": peak,
         "runs": rows,
         "ratios": ratios,
-        "command": shlex.join(["python", *sys.argv]),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": versions(),
-        "machine": machine(),
+        **provenance(shlex.join(["python", *sys.argv])),
     }
     out = Path(__file__).parent / "results" / f"{args.dataset}-llm-cost"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "llm_cost.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"## Cost of LLM ranking per user on {args.dataset}, measured in one run",
         "",
         f"`{result['command']}`: {result['llm_path']}, {args.llm_dtype}, {args.users} users, 20 candidates; "
         f"{result['machine']['cpu_count']} CPU cores; "
-        + ", ".join(f"{k} {v}" for k, v in result["versions"].items())
+        + versions_text(result["versions"])
         + ". Model FLOP/s = 2 x parameters x tokens processed / backend seconds.",
         "",
         "| run | s/user | tokens/user | model GFLOP/s | NDCG@10 |",
@@ -120,7 +114,7 @@ def main() -> None:
         f"{peak['bfloat16']:.0f} GFLOP/s bf16",
         "",
     ]
-    (out / "llm_cost.md").write_text("\n".join(lines))
+    write_result(out, "llm_cost", result, lines)
     print("\n".join(lines))
 
 

@@ -8,7 +8,9 @@ import json
 import os
 import platform
 import re
+import time
 from importlib import metadata
+from pathlib import Path
 
 # Credential-like keys ("openai_api_key", "hf_token", "client_secret"), but not "max_new_tokens" nor
 # "llm_api_key_env" (the name of a variable, not its value).
@@ -65,3 +67,24 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def versions_text(found: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in found.items())
+
+
+def provenance(command: str) -> dict:
+    """What every result file carries besides its numbers: command, finish time, versions, machine."""
+    return {
+        "command": command,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": versions(),
+        "machine": machine(),
+    }
+
+
+def write_result(folder: Path, name: str, result: dict, markdown: list[str]) -> None:
+    """`folder/name.json` (the record) and `folder/name.md` (its table) of a benchmark script."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (folder / f"{name}.md").write_text("\n".join(markdown))

@@ -30,7 +30,14 @@ from pathlib import Path
 
 import yaml
 
-from recbole_llm.benchmark.records import config_snapshot, fingerprint, jsonable, machine, versions
+from recbole_llm.benchmark.records import (
+    config_snapshot,
+    fingerprint,
+    jsonable,
+    machine,
+    versions,
+    versions_text,
+)
 from recbole_llm.benchmark.table import DEFAULT_COLUMNS, leaderboard, published_comparison
 from recbole_llm.data.candidates import ProtocolSpec
 from recbole_llm.errors import RecBoleLLMError
@@ -155,7 +162,7 @@ def _provenance(suite: dict, records: list[dict]) -> str:
         f"leave-one-out split, seen items masked, ties broken against the model (docs/protocol.md); "
         f"seed(s) {', '.join(map(str, seeds))}. Machine: {machine['cpu_count']} CPU cores "
         f"({machine['processor']}), GPU: {machine['cuda'] or 'none'}. "
-        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + versions_text(versions)
         + ". Times in seconds; one JSON per run beside this file."
     )
 

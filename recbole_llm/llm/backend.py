@@ -35,6 +35,11 @@ class Prompt:
     system: str | None = None
     answer_prefix: str = ""
 
+    def chat_user_text(self) -> str:
+        """The user message for chat APIs, which cannot start the model's turn: the answer prefix
+        becomes its last line."""
+        return f"{self.user}\n{self.answer_prefix}" if self.answer_prefix else self.user
+
 
 @dataclass(frozen=True)
 class Completion:

@@ -65,9 +65,7 @@ class LangChainBackend(Backend):
 
 
 def _messages(prompt: Prompt) -> list:
-    # As in the openai backend, the answer prefix ends the user message.
-    user = f"{prompt.user}\n{prompt.answer_prefix}" if prompt.answer_prefix else prompt.user
-    return ([SystemMessage(prompt.system)] if prompt.system else []) + [HumanMessage(user)]
+    return ([SystemMessage(prompt.system)] if prompt.system else []) + [HumanMessage(prompt.chat_user_text())]
 
 
 def _text(content) -> str:

@@ -92,7 +92,7 @@ class OpenAIBackend(Backend):
     def _complete(self, client, prompt: Prompt, max_new_tokens: int) -> Completion:
         # An assistant message holding the answer prefix is not portable across servers: it ends the user
         # message instead.
-        user = f"{prompt.user}\n{prompt.answer_prefix}" if prompt.answer_prefix else prompt.user
+        user = prompt.chat_user_text()
         system = [{"role": "system", "content": prompt.system}] if prompt.system else []
         body = {
             "model": self.model_id,

@@ -71,9 +71,10 @@ class LLMRanker(SequentialRecommender):
             rows = range(first, min(first + group, len(original)))
             presented = [self.presented(original[r], targets[r]) for r in rows]
             orders = [self.permutations(len(original[r]), users[r]) for r in rows]
+            histories = [self.history(sequences[r], lengths[r]) for r in rows]
             requests = [
-                RankRequest(self.history(sequences[r], lengths[r]), tuple(self.texts[i] for i in items[o]))
-                for r, items, user_orders in zip(rows, presented, orders)
+                RankRequest(history, tuple(self.texts[i] for i in items[o]))
+                for history, items, user_orders in zip(histories, presented, orders)
                 for o in user_orders
             ]
             answers = iter(self.mode.score(requests))

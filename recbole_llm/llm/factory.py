@@ -7,7 +7,7 @@ import importlib
 from recbole_llm.errors import RecBoleLLMError, did_you_mean
 from recbole_llm.llm.backend import Backend
 
-BACKENDS = ("hf", "openai", "langchain")
+BACKENDS = ("hf", "vllm", "openai", "langchain")
 
 
 def _langchain_model(spec):
@@ -35,6 +35,16 @@ def build_backend(config) -> Backend:
             config["llm_gguf_file"],
             dtype=config["llm_dtype"],
             batch_size=config["llm_batch_size"],
+        )
+    elif kind == "vllm":
+        from recbole_llm.llm.backends.vllm import VLLMBackend
+
+        if not config["llm_path"]:
+            raise RecBoleLLMError("llm_backend=vllm needs llm_path: a model id or folder that vLLM can load.")
+        backend = VLLMBackend(
+            model_id=config["llm_path"],
+            dtype=config["llm_dtype"],
+            engine_args=config["vllm_engine_args"] or {},
         )
     elif kind == "openai":
         from recbole_llm.llm.backends.openai import OpenAIBackend

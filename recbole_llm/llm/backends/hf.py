@@ -1,19 +1,23 @@
 """Local transformers models, batched, with the prompt prefix that a batch shares encoded once.
 
-Prompts of one batch usually start alike: the system message and instructions always, and for
-bootstrapping (the same user's candidates in B orders) the whole history too. The backend encodes the
-longest common token prefix once, repeats its KV cache across the batch, and runs only the differing
-suffixes (left-padded, explicit positions) and the greedy decoding steps on top of it.
+Prompts usually start alike: the system message and instructions always, and a user's prompts
+(bootstrap permutations, point-wise questions, pairs) the whole history too. The backend encodes a
+shared token prefix once, repeats its KV cache across the batch, and runs only the differing suffixes
+(left-padded, explicit positions) and the greedy decoding steps on top of it. For scoring, prompts are
+first cut into runs that minimise the tokens encoded, so a user's prompts share their history even
+across batches; the language-model head runs on the last position only.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from recbole_llm.llm.backend import Backend, Completion, LabelLogits, LLMError, Prompt
@@ -80,34 +84,20 @@ class HFBackend(Backend):
         return sum(p.numel() for p in self.model.parameters())
 
     def encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of the chat-formatted prompt, ending with the answer prefix."""
-        messages = ([{"role": "system", "content": prompt.system}] if prompt.system else []) + [
-            {"role": "user", "content": prompt.user}
-        ]
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:  # base models: plain text
-            text = "\n\n".join(m["content"] for m in messages) + "\n"
-        return self.tokenizer(text + prompt.answer_prefix, add_special_tokens=False)["input_ids"]
+        return chat_token_ids(self.tokenizer, prompt)
 
     def label_token_ids(self, labels: list[str]) -> list[int]:
-        """First token of each label as the model would write it after the answer prefix."""
-        ids = [self.tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in labels]
-        bare = [self.tokenizer(label, add_special_tokens=False)["input_ids"] for label in labels]
-        # Prefer the form with a leading space when it is one token per label and all differ.
-        for candidate in (ids, bare):
-            first = [t[0] for t in candidate]
-            if len(set(first)) == len(labels):
-                return first
-        raise LLMError(f"Labels {labels[:5]}... do not start with distinct tokens for {self.model_id}.")
+        return first_label_tokens(self.tokenizer, labels, self.model_id)
 
     def label_logits(self, prompts: list[Prompt], labels: list[str]) -> list[LabelLogits]:
         token_ids = torch.tensor(self.label_token_ids(labels))
+        encoded = [self.encode(p) for p in prompts]
         out = []
-        for batch in _batches(prompts, self.batch_size):
-            encoded = [self.encode(p) for p in batch]
-            logits, _ = self._prefill(encoded)
-            out += [LabelLogits(tuple(r[token_ids].tolist()), len(ids)) for r, ids in zip(logits, encoded)]
+        for run, shared in prefix_runs(encoded):
+            prefix = self._encode_prefix(encoded[run[0]][:shared])
+            for batch in _batches([encoded[i] for i in run], self.batch_size):
+                logits, _ = self._prefill(batch, shared, prefix)
+                out += [LabelLogits(tuple(r[token_ids].tolist()), len(ids)) for r, ids in zip(logits, batch)]
         return out
 
     def generate(self, prompts: list[Prompt], max_new_tokens: int, on_result=None) -> list[Completion]:
@@ -121,13 +111,29 @@ class HFBackend(Backend):
         return out
 
     @torch.no_grad()
-    def _prefill(self, encoded: list[list[int]]):
-        """Next-token logits [B, V] after each prompt, and the decoding state to continue from."""
+    def _encode_prefix(self, ids: list[int]):
+        """KV cache of a prefix that several prompts share (None for an empty prefix)."""
+        if not ids:
+            return None
         start = time.perf_counter()
-        shared = _common_prefix_length(encoded)
+        cache = self.model(torch.tensor([ids]), use_cache=True, logits_to_keep=1).past_key_values
+        self.stats["tokens_processed"] += len(ids)
+        self.stats["seconds"] += time.perf_counter() - start
+        return cache
+
+    @torch.no_grad()
+    def _prefill(self, encoded: list[list[int]], shared: int | None = None, prefix=None):
+        """Next-token logits [B, V] after each prompt, and the decoding state to continue from.
+
+        `prefix` is the KV cache of the first `shared` tokens, which all prompts share; without it the
+        batch's own common prefix is encoded here."""
+        if shared is None:
+            shared = _common_prefix_length(encoded)
+            prefix = self._encode_prefix(encoded[0][:shared])
+        start = time.perf_counter()
         cache = None
-        if shared:
-            cache = self.model(torch.tensor([encoded[0][:shared]]), use_cache=True).past_key_values
+        if prefix is not None:
+            cache = copy.deepcopy(prefix)  # the prefix may serve further batches
             cache.batch_repeat_interleave(len(encoded))
         suffixes = [ids[shared:] for ids in encoded]
         width = max(map(len, suffixes))
@@ -137,9 +143,14 @@ class HFBackend(Backend):
         mask = torch.cat([torch.ones(len(encoded), shared, dtype=torch.long), suffix_mask], dim=1)
         positions = (shared + suffix_mask.cumsum(1) - 1).clamp(min=shared)
         output = self.model(
-            input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
-        self.stats["tokens_processed"] += shared + int(suffix_mask.sum())
+        self.stats["tokens_processed"] += int(suffix_mask.sum())
         self.stats["seconds"] += time.perf_counter() - start
         state = {"cache": output.past_key_values, "mask": mask, "next_position": positions[:, -1] + 1}
         return output.logits[:, -1].float(), state
@@ -186,6 +197,62 @@ def _common_prefix_length(encoded: list[list[int]]) -> int:
     while length < shortest - 1 and all(ids[length] == encoded[0][length] for ids in encoded):
         length += 1
     return length
+
+
+def chat_token_ids(tokenizer, prompt: Prompt) -> list[int]:
+    """Token ids of the chat-formatted prompt, ending with the answer prefix."""
+    messages = ([{"role": "system", "content": prompt.system}] if prompt.system else []) + [
+        {"role": "user", "content": prompt.user}
+    ]
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:  # base models: plain text
+        text = "\n\n".join(m["content"] for m in messages) + "\n"
+    return tokenizer(text + prompt.answer_prefix, add_special_tokens=False)["input_ids"]
+
+
+def first_label_tokens(tokenizer, labels: list[str], model_id: str) -> list[int]:
+    """First token of each label as the model would write it after the answer prefix."""
+    ids = [tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in labels]
+    bare = [tokenizer(label, add_special_tokens=False)["input_ids"] for label in labels]
+    # Prefer the form with a leading space when it is one token per label and all differ.
+    for candidate in (ids, bare):
+        first = [t[0] for t in candidate]
+        if len(set(first)) == len(labels):
+            return first
+    raise LLMError(f"Labels {labels[:5]}... do not start with distinct tokens for {model_id}.")
+
+
+def prefix_runs(encoded: list[list[int]]) -> list[tuple[list[int], int]]:
+    """Cut the prompts, in order, into runs that share a token prefix: (indices, shared length) each.
+
+    A run costs its shared prefix once plus every member's suffix; dynamic programming over the cut
+    points minimises the total, so a user's prompts become one run and unrelated prompts share only
+    what they have in common (the system message). Every member keeps at least one token of its own.
+    """
+    n = len(encoded)
+    lengths = np.array([len(ids) for ids in encoded])
+    tokens = np.full((n, lengths.max()), -1)
+    for i, ids in enumerate(encoded):
+        tokens[i, : len(ids)] = ids
+    best, cut = np.full(n + 1, np.inf), np.zeros(n + 1, dtype=int)
+    best[0], shared_of = 0.0, {}
+    for i in range(n):
+        # shared[j - i - 1]: the prefix that prompts i..j-1 all share, for each end j > i.
+        common = (tokens[i:] == tokens[i]).cumprod(1).sum(1)
+        shared = np.minimum.accumulate(np.minimum(common, lengths[i:] - 1))
+        members = np.arange(1, n - i + 1)
+        cost = best[i] + shared + np.cumsum(lengths[i:]) - members * shared
+        better = cost < best[i + 1 :]
+        best[i + 1 :][better] = cost[better]
+        cut[i + 1 :][better] = i
+        shared_of.update({(i, j): int(shared[j - i - 1]) for j in np.nonzero(better)[0] + i + 1})
+    runs, end = [], n
+    while end:
+        start = cut[end]
+        runs.append((list(range(start, end)), shared_of[(start, end)]))
+        end = start
+    return runs[::-1]
 
 
 def _batches(items: list, size: int):

@@ -3,7 +3,7 @@
 backend reaches against the machine's matrix-multiply peak measured in the same run.
 
     python benchmarks/llm_cost.py                      # ml-100k, 20 candidates, 20 users, SmolLM2-135M
-    python benchmarks/llm_cost.py --users 50 --llm_dtype bfloat16
+    python benchmarks/llm_cost.py --users 50 --llm_dtype float32
 
 Writes results/<dataset>-llm-cost/llm_cost.{json,md}. No response cache: every call is timed.
 """
@@ -27,10 +27,18 @@ CONFIGS = {
     "listwise B=1": {"ranking_mode": "listwise", "bootstrap": 1},
     "listwise B=5": {"ranking_mode": "listwise", "bootstrap": 5},
 }
+# (numerator run, denominator run, measure). Tokens encoded show what prefix reuse leaves to pay: the
+# B permutations of a list differ after the history, so each must encode its own candidate list.
 RATIOS = {
-    "listwise / verbalizer (s/user)": ("listwise B=1", "verbalizer B=1"),
-    "bootstrap B=5 / B=1, verbalizer (s/user)": ("verbalizer B=5", "verbalizer B=1"),
-    "bootstrap B=5 / B=1, listwise (s/user)": ("listwise B=5", "listwise B=1"),
+    "listwise / verbalizer (s/user)": ("listwise B=1", "verbalizer B=1", "seconds_per_user"),
+    "bootstrap B=5 / B=1, verbalizer (s/user)": ("verbalizer B=5", "verbalizer B=1", "seconds_per_user"),
+    "bootstrap B=5 / B=1, verbalizer (tokens encoded)": (
+        "verbalizer B=5",
+        "verbalizer B=1",
+        "tokens_processed",
+    ),
+    "bootstrap B=5 / B=1, listwise (s/user)": ("listwise B=5", "listwise B=1", "seconds_per_user"),
+    "bootstrap B=5 / B=1, listwise (tokens encoded)": ("listwise B=5", "listwise B=1", "tokens_processed"),
 }
 
 
@@ -51,7 +59,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--llm_path", default=None)
-    parser.add_argument("--llm_dtype", default="float32")
+    parser.add_argument("--llm_dtype", default="bfloat16", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     base = {
         "eval_users": args.users,
@@ -79,9 +87,7 @@ def main() -> None:
             / 1e9,
         }
         print(f"{label}: {rows[label]['seconds_per_user']:.2f} s/user", flush=True)
-    ratios = {
-        name: rows[a]["seconds_per_user"] / rows[b]["seconds_per_user"] for name, (a, b) in RATIOS.items()
-    }
+    ratios = {name: rows[a][measure] / rows[b][measure] for name, (a, b, measure) in RATIOS.items()}
     result = {
         "dataset": args.dataset,
         "users": args.users,
@@ -97,7 +103,7 @@ def main() -> None:
         f"## Cost of LLM ranking per user on {args.dataset}, measured in one run",
         "",
         f"`{result['command']}`: {result['llm_path']}, {args.llm_dtype}, {args.users} users, 20 candidates; "
-        f"{result['machine']['cpu_count']} CPU cores; "
+        f"{result['machine']['cpu_count']} CPU cores, {result['machine']['torch_threads']} torch thread(s); "
         + versions_text(result["versions"])
         + ". Model FLOP/s = 2 x parameters x tokens processed / backend seconds.",
         "",

@@ -3,7 +3,7 @@
 backend reaches against the machine's matrix-multiply peak measured in the same run.
 
     python benchmarks/llm_cost.py                      # ml-100k, 20 candidates, 20 users, SmolLM2-135M
-    python benchmarks/llm_cost.py --users 50 --llm_dtype float32
+    python benchmarks/llm_cost.py --users 50 --llm_dtype bfloat16  # on CPUs with bf16 units
 
 Writes results/<dataset>-llm-cost/llm_cost.{json,md}. No response cache: every call is timed.
 """
@@ -59,7 +59,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--llm_path", default=None)
-    parser.add_argument("--llm_dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    parser.add_argument("--llm_dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--llm_batch_size", type=int, default=8)
     args = parser.parse_args()
     base = {
         "eval_users": args.users,
@@ -68,6 +69,7 @@ def main() -> None:
         "show_progress": False,
         "llm_path": args.llm_path,
         "llm_dtype": args.llm_dtype,
+        "llm_batch_size": args.llm_batch_size,
     }
     peak = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
     rows = {}
@@ -99,11 +101,13 @@ def main() -> None:
         **provenance(shlex.join(["python", *sys.argv])),
     }
     out = Path(__file__).parent / "results" / f"{args.dataset}-llm-cost"
+    machine = result["machine"]
     lines = [
         f"## Cost of LLM ranking per user on {args.dataset}, measured in one run",
         "",
-        f"`{result['command']}`: {result['llm_path']}, {args.llm_dtype}, {args.users} users, 20 candidates; "
-        f"{result['machine']['cpu_count']} CPU cores, {result['machine']['torch_threads']} torch thread(s); "
+        f"`{result['command']}`: {result['llm_path']}, {args.llm_dtype}, batches of {args.llm_batch_size}, "
+        f"{args.users} users, 20 candidates; {machine['cpu']}, {machine['cpu_count']} CPU cores, "
+        f"{machine['torch_threads']} torch thread(s); "
         + versions_text(result["versions"])
         + ". Model FLOP/s = 2 x parameters x tokens processed / backend seconds.",
         "",

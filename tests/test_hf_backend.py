@@ -63,6 +63,14 @@ def test_label_tokens_are_distinct_and_bad_dtype_fails(backend):
         HFBackend(model_id=backend.model_id, dtype="float8")
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_warns_only_where_the_cpu_emulates_it(backend, monkeypatch, caplog, native):
+    monkeypatch.setattr("recbole_llm.llm.backends.hf.cpu_has_bf16", lambda: native)
+    with caplog.at_level("WARNING", logger="recbole_llm.llm.backends.hf"):
+        HFBackend(model_id=backend.model_id, dtype="bfloat16")
+    assert ("emulated" in caplog.text) is not native
+
+
 def run_cost(encoded, runs):
     return sum(shared + sum(len(encoded[i]) - shared for i in run) for run, shared in runs)
 

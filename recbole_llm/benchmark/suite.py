@@ -44,7 +44,16 @@ from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.registry import get_model
 
 _SUITE_KEYS = {
-    "name", "dataset", "config", "protocols", "models", "output", "columns", "seeds", "published", "notes"
+    "name",
+    "dataset",
+    "config",
+    "protocols",
+    "models",
+    "output",
+    "columns",
+    "seeds",
+    "published",
+    "notes",
 }
 
 
@@ -157,11 +166,12 @@ def _provenance(suite: dict, records: list[dict]) -> str:
         return "No finished runs yet."
     seeds = sorted({r["seed"] for r in records})
     machine, versions = records[0]["machine"], records[0]["versions"]
+    cpus = sorted({r["machine"].get("cpu", r["machine"]["processor"]) for r in records})
     return (
         f"Regenerate: `recbole-llm leaderboard {suite['file'].as_posix()}`. Dataset `{suite['dataset']}`, "
         f"leave-one-out split, seen items masked, ties broken against the model (docs/protocol.md); "
         f"seed(s) {', '.join(map(str, seeds))}. Machine: {machine['cpu_count']} CPU cores "
-        f"({machine['processor']}), GPU: {machine['cuda'] or 'none'}. "
+        f"({' / '.join(cpus)}), GPU: {machine['cuda'] or 'none'}. "
         + versions_text(versions)
         + ". Times in seconds; one JSON per run beside this file."
     )

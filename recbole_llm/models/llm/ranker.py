@@ -116,10 +116,13 @@ class LLMRanker(SequentialRecommender):
         """Cost and parse quality of the scoring since the last report, for result files and tables."""
         report = self.mode.report()
         users = max(self.users, 1)
+        # Cached answers cost nothing: a resumed run spreads its time over the share of users it asked.
+        hits, misses = getattr(self.backend, "hits", 0), getattr(self.backend, "misses", 0)
+        asked = users * misses / (hits + misses) if misses else users
         report = {
             **report,
             "users": self.users,
-            "seconds_per_user": self.seconds / users,
+            "seconds_per_user": self.seconds / asked,
             "tokens_per_user": (report["prompt_tokens"] + report["output_tokens"]) / users,
             **{k: getattr(self.backend, k) for k in ("hits", "misses") if hasattr(self.backend, k)},
         }

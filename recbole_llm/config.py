@@ -1,57 +1,17 @@
-"""RecBole's Config with the plugin's defaults, overriding only RecBole's hooks."""
+"""RecBole's Config with the plugin's defaults and checks, overriding only RecBole's hooks."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from recbole.config import Config as RecBoleConfig
 
+from recbole_llm.config_checks import check_keys, check_types, check_values
 from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.registry import get_model
+from recbole_llm.yaml_files import PROPERTIES, default_yaml_files, read_yaml_mapping
 
-
-def _properties_dir() -> Path:
-    """YAML defaults: inside the package when installed from a wheel, else the checkout's."""
-    packaged = Path(__file__).with_name("properties")
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "properties"
-
-
-PROPERTIES = _properties_dir()
-
-
-def plugin_yaml_files(model_class: type, dataset: str) -> list[Path]:
-    """The plugin's YAML defaults for a run, least specific first.
-
-    Walking the MRO base-first gives a subclass its parents' defaults, overridden by its own. A
-    class outside recbole_llm can bring its defaults through a `yaml_file` class attribute.
-    """
-    files = [PROPERTIES / "overall.yaml"]
-    for cls in reversed(model_class.__mro__):
-        own = cls.__dict__.get("yaml_file")
-        if own:
-            files.append(Path(own))
-        elif cls.__module__.startswith("recbole_llm."):
-            files.append(PROPERTIES / "model" / f"{cls.__name__}.yaml")
-    files.append(PROPERTIES / "dataset" / f"{dataset}.yaml")
-    return [f for f in files if f.is_file()]
-
-
-def _check_types(given: dict, defaults: dict) -> None:
-    """Reject scalar values of the wrong kind before RecBole fails on them deep inside training."""
-    for key, value in given.items():
-        default = defaults.get(key)
-        if value is None or not isinstance(default, (bool, int, float)):
-            continue
-        if isinstance(default, bool) or isinstance(value, bool):
-            ok = isinstance(value, bool) and isinstance(default, bool)
-        else:  # an int default takes ints; a float default takes ints and floats
-            ok = isinstance(value, int if isinstance(default, int) else (int, float))
-        if not ok:
-            raise RecBoleLLMError(
-                f"Config value {key}={value!r} should be of type {type(default).__name__} "
-                f"(default: {default!r})."
-            )
+__all__ = ["PROPERTIES", "Config"]
 
 
 class Config(RecBoleConfig):
@@ -64,6 +24,17 @@ class Config(RecBoleConfig):
     def _load_cmd_line(self):
         return {}
 
+    def _load_config_files(self, file_list):
+        merged: dict = {}
+        for path in file_list or []:
+            merged.update(read_yaml_mapping(path, self.yaml_loader))
+        return merged
+
+    def _update_internal_config_dict(self, file):
+        config_dict = read_yaml_mapping(file, self.yaml_loader)
+        self.internal_config_dict.update(config_dict)
+        return config_dict
+
     def _get_model_and_dataset(self, model, dataset):
         model = model if model is not None else self.external_config_dict.get("model")
         dataset = dataset if dataset is not None else self.external_config_dict.get("dataset")
@@ -73,20 +44,22 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        for path in plugin_yaml_files(model_class, dataset):
+        for path in default_yaml_files(model_class, dataset):
             self._update_internal_config_dict(path)
 
     def _set_default_parameters(self):
-        _check_types(self.external_config_dict, self.internal_config_dict)
+        given, defaults, final = self.external_config_dict, self.internal_config_dict, self.final_config_dict
+        check_types(given, defaults)
+        check_keys(given, defaults, strict=final.get("strict") is True)
+        check_values(final)
         # Full-softmax CE uses no sampled negatives; RecBole 1.2.1 rejects its own global default.
-        final = self.final_config_dict
-        if final.get("loss_type") == "CE" and "train_neg_sample_args" not in self.external_config_dict:
+        if final.get("loss_type") == "CE" and "train_neg_sample_args" not in given:
             final["train_neg_sample_args"] = None
         try:
             super()._set_default_parameters()
         except (ValueError, TypeError, NotImplementedError, RuntimeError) as err:
             raise RecBoleLLMError(f"Invalid config: {err}") from err
         # RecBole always points ml-100k at its embedded copy; respect a user's own copy.
-        user_path = self.external_config_dict.get("data_path")
+        user_path = given.get("data_path")
         if user_path and os.path.isdir(os.path.join(user_path, self.dataset)):
             self.final_config_dict["data_path"] = os.path.join(user_path, self.dataset)

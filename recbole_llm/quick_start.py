@@ -15,14 +15,15 @@ from recbole.utils import init_logger, init_seed
 from recbole.utils.argument_list import dataset_arguments, general_arguments
 
 from recbole_llm.config import Config
-from recbole_llm.data.candidates import ProtocolSpec, top_n
+from recbole_llm.data.candidates import top_n
 from recbole_llm.data.protocol import (
     attach_validation_protocol,
     build_test_loader,
-    check_protocol_config,
     group_by_user,
+    resolve_protocols,
 )
-from recbole_llm.data.split import Split, check_dataset_files, load_split
+from recbole_llm.data.protocols import Protocol, Retriever
+from recbole_llm.data.split import Split, load_split, prepare_dataset_files
 from recbole_llm.evaluation.scoring import score_loader
 from recbole_llm.evaluation.trainer import trusted_checkpoints
 from recbole_llm.registry import get_trainer
@@ -39,6 +40,8 @@ class Trained:
     best_valid: dict | None
     epochs_run: int
     train_seconds: float
+    test_loaders: dict = field(default_factory=dict)  # protocol label -> loader (lists bound)
+    protocols: list[Protocol] = field(default_factory=list)
 
 
 @dataclass
@@ -50,22 +53,33 @@ class RunResult:
     eval_seconds: dict[str, float] = field(default_factory=dict)
     n_users: dict[str, int] = field(default_factory=dict)
     reports: dict[str, dict] = field(default_factory=dict)  # e.g. an LLM ranker's cost and parse rate
+    lists: dict[str, dict] = field(default_factory=dict)  # which lists were ranked (EvalProtocol.record)
 
 
-def train(model, dataset, config_file_list=None, config_dict=None, saved: bool = True) -> Trained:
+def train(
+    model, dataset, config_file_list=None, config_dict=None, saved: bool = True, protocols: list | None = None
+) -> Trained:
     """Build config, data and model, and fit with validation-based early stopping.
 
+    Everything that can be checked without training is checked first: config, data files, the
+    test `protocols` (default: the config's `candidates`) against the model, the model's own
+    settings (`check_config`), and every test candidate list is drawn before the first epoch.
     Models without trainable parameters (zero-shot rankers) or with `epochs: 0` skip fitting.
     """
     config = Config(model, dataset, config_file_list, config_dict)
-    check_dataset_files(config)
-    check_protocol_config(config)
+    prepare_dataset_files(config)
+    protocols = resolve_protocols(config, protocols)
+    check_model_config = getattr(config.model_class, "check_config", None)
+    if check_model_config is not None:
+        check_model_config(config)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
     logger.info(config)
     split = load_split(config)
     attach_validation_protocol(config, split)
+    retrieve = _retriever(config, saved)
+    test_loaders = {p.label: build_test_loader(config, split, p, retrieve) for p in protocols}
     adapt = getattr(config.model_class, "adapt_train_loader", None)  # e.g. all-position training
     if adapt is not None:
         split.train = adapt(config, split.train)
@@ -85,7 +99,11 @@ def train(model, dataset, config_file_list=None, config_dict=None, saved: bool =
                 checkpoint = torch.load(trainer.saved_model_file, map_location=config["device"])
             model.load_state_dict(checkpoint["state_dict"])
             model.load_other_parameter(checkpoint.get("other_parameter"))
-    return Trained(config, split, model, trainer, best_valid, epochs_run, time.perf_counter() - start)
+    # A resumed fit also counts the time its killed predecessor spent on the epochs it took over.
+    train_seconds = time.perf_counter() - start + getattr(trainer, "seconds_before_resume", 0.0)
+    return Trained(
+        config, split, model, trainer, best_valid, epochs_run, train_seconds, test_loaders, protocols
+    )
 
 
 # What a retriever shares with the run that asks for it: data, split and evaluation settings, never
@@ -97,51 +115,59 @@ _SHARED_WITH_RETRIEVER = (
 )
 
 
-def retriever_config(config: Config, spec: ProtocolSpec) -> dict:
-    """Config of the retriever model: the run's shared settings plus `spec.retriever_config`."""
+def retriever_config(config: Config, protocol: Retriever) -> dict:
+    """Config of the retriever model: the run's shared settings plus `protocol.retriever_config`."""
     given = {**config.file_config_dict, **config.variable_config_dict}
     shared = {k: v for k, v in given.items() if k in _SHARED_WITH_RETRIEVER}
-    return {**shared, **spec.retriever_config}
+    return {**shared, **protocol.retriever_config}
 
 
 def _retriever(config: Config, saved: bool):
     """The `retrieve` callback of the retriever protocol: fit the named model on the same data."""
 
-    def retrieve(spec: ProtocolSpec, user_tokens: list[str]) -> list[list[str]]:
-        other = train(spec.model, config["dataset"], None, retriever_config(config, spec), saved)
+    def retrieve(protocol: Retriever, user_tokens: list[str]) -> list[list[str]]:
+        other = train(protocol.model, config["dataset"], None, retriever_config(config, protocol), saved)
         ds, split = other.split.dataset, other.split
         wanted = np.asarray(ds.token2id(ds.uid_field, user_tokens), dtype=np.int64)
         users, scores = score_loader(other.model, split.test, other.config["eval_batch_size"])
         row_of = {int(u): r for r, u in enumerate(users)}
         scores = scores[[row_of[int(u)] for u in wanted]].numpy()
-        rng = np.random.default_rng(config["seed"])
+        rng = np.random.default_rng(protocol.seed)
         positives = group_by_user(*split.test_pairs)
         history = split.history("test")
-        top = top_n(scores, history, wanted, positives, spec.size, spec.include_ground_truth, rng)
+        top = top_n(scores, history, wanted, positives, protocol.size, protocol.include_ground_truth, rng)
         return [list(r) for r in ds.id2token(ds.iid_field, top)]
 
     return retrieve
 
 
-def evaluate(trained: Trained, protocols: list[ProtocolSpec] | None = None, saved: bool = True) -> RunResult:
-    """Test the trained model under each protocol (default: the config's `candidates` block)."""
+def evaluate(trained: Trained, protocols: list | None = None, saved: bool = True) -> RunResult:
+    """Test the trained model under each protocol (default: those it was trained for).
+
+    `protocols` may be Protocol objects or `candidates` blocks (parsed with the run's eval_users/seed).
+    """
     config = trained.config
-    protocols = protocols or [ProtocolSpec.parse(config["candidates"])]
+    chosen = trained.protocols if protocols is None else resolve_protocols(config, protocols)
     result = RunResult(trained)
-    for spec in protocols:
-        loader = build_test_loader(config, trained.split, spec, _retriever(config, saved))
+    for protocol in chosen:
+        label = protocol.label
+        loader = trained.test_loaders.get(label)
+        if loader is None:
+            loader = build_test_loader(config, trained.split, protocol, _retriever(config, saved))
+            trained.test_loaders[label] = loader
         start = time.perf_counter()
         metrics = trained.trainer.evaluate(
             loader, load_best_model=False, show_progress=config["show_progress"]
         )
-        result.eval_seconds[spec.label] = time.perf_counter() - start
-        result.test[spec.label] = dict(metrics)
-        result.n_users[spec.label] = loader.protocol.n_users
+        result.eval_seconds[label] = time.perf_counter() - start
+        result.test[label] = dict(metrics)
+        result.n_users[label] = loader.protocol.n_users
+        result.lists[label] = loader.protocol.record()
         report = getattr(trained.model, "evaluation_report", None)
         if report is not None:
-            result.reports[spec.label] = report()
-            getLogger().info(f"cost and parsing [{spec.label}]: {result.reports[spec.label]}")
-        getLogger().info(f"test result [{spec.label}]: {dict(metrics)}")
+            result.reports[label] = report()
+            getLogger().info(f"cost and parsing [{label}]: {result.reports[label]}")
+        getLogger().info(f"test result [{label}]: {dict(metrics)}")
     return result
 
 
@@ -149,5 +175,5 @@ def run(
     model, dataset, config_file_list=None, config_dict=None, protocols=None, saved: bool = True
 ) -> RunResult:
     """Train `model` on `dataset` and evaluate it under each protocol."""
-    trained = train(model, dataset, config_file_list, config_dict, saved)
-    return evaluate(trained, protocols, saved)
+    trained = train(model, dataset, config_file_list, config_dict, saved, protocols)
+    return evaluate(trained, None, saved)

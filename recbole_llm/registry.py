@@ -5,9 +5,11 @@ Targets are imported lazily so that `get_model("SASRec")` never imports an LLM s
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.metadata
 from functools import lru_cache
+from pathlib import Path
 
 from recbole_llm.errors import RecBoleLLMError, did_you_mean
 
@@ -48,15 +50,22 @@ def _entry_point_models() -> dict[str, importlib.metadata.EntryPoint]:
 
 
 @lru_cache(maxsize=1)
-def _recbole_models() -> dict[str, type]:
-    from recbole.model.abstract_recommender import AbstractRecommender
+def _recbole_models() -> dict[str, str]:
+    """RecBole's model names -> "module:Class", read from its packages' import lines.
 
-    models: dict[str, type] = {}
+    Reading the `from ... import Name` lines of each package's `__init__.py` lists RecBole's models
+    without importing them (importing all of them takes ~10 s); a class is imported when asked for.
+    """
+    import recbole.model
+
+    root = Path(recbole.model.__file__).parent
+    models: dict[str, str] = {}
     for package in _RECBOLE_MODEL_PACKAGES:
-        module = importlib.import_module(f"recbole.model.{package}")
-        for attr, value in vars(module).items():
-            if isinstance(value, type) and issubclass(value, AbstractRecommender):
-                models[attr] = value
+        tree = ast.parse((root / package / "__init__.py").read_text())
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module:
+                for alias in node.names:
+                    models.setdefault(alias.asname or alias.name, f"{node.module}:{alias.name}")
     return models
 
 
@@ -77,14 +86,16 @@ def _load_target(target: str) -> type:
 
 def _find(name: str) -> type | None:
     if name.startswith(RECBOLE_PREFIX):
-        return _recbole_models().get(name[len(RECBOLE_PREFIX) :])
+        target = _recbole_models().get(name[len(RECBOLE_PREFIX) :])
+        return None if target is None else _load_target(target)
     if name in _registered:
         return _registered[name]
     if name in BUILTIN_MODELS:
         return _load_target(BUILTIN_MODELS[name])
     if name in _entry_point_models():
         return _entry_point_models()[name].load()
-    return _recbole_models().get(name)
+    target = _recbole_models().get(name)
+    return None if target is None else _load_target(target)
 
 
 def get_model(name: str) -> type:

@@ -51,3 +51,12 @@ class SequenceOracle(_NoTraining, SequentialRecommender):
 
     def predict_candidates(self, interaction, candidates):
         return (candidates == interaction[self.ITEM_ID].unsqueeze(1)).float()
+
+
+class FirstSlotWins(_NoTraining, SequentialRecommender):
+    """A maximally position-biased list ranker: the first candidate shown always wins."""
+
+    ranks_candidate_lists_only = True
+
+    def predict_candidates(self, interaction, candidates):
+        return -torch.arange(candidates.shape[1], dtype=torch.float).expand(candidates.shape[0], -1)

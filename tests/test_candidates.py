@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recbole_llm.data.candidates import CandidateSet, ProtocolSpec, sample_candidates, top_n
+from recbole_llm.data.candidates import CandidateSet, sample_candidates, select_users, top_n
+from recbole_llm.data.protocols import parse_protocol
 from recbole_llm.errors import RecBoleLLMError
 
 
@@ -71,18 +72,45 @@ def test_retriever_top_n_masks_history_and_forces_the_ground_truth_in():
     assert set(plain[0]) == {2, 3, 4}
 
 
-def test_protocol_spec_validation():
-    assert ProtocolSpec.parse("full").label == "full"
-    assert ProtocolSpec.parse({"type": "uniform", "size": 20}).label == "uniform20"
-    assert ProtocolSpec.parse({"type": "retriever", "model": "Pop", "size": 50}).label == "retriever-Pop50"
+def test_protocol_labels_carry_users_and_seed():
+    assert parse_protocol("full").label == "full"
+    assert parse_protocol("full", eval_users=50, seed=3).label == "full-50u-s3"
+    assert parse_protocol({"type": "uniform", "size": 20}).label == "uniform20-s2020"
+    assert parse_protocol({"type": "uniform", "size": 20, "eval_users": 200}).label == "uniform20-200u-s2020"
+    assert (
+        parse_protocol({"type": "retriever", "model": "Pop", "size": 50}, seed=1).label
+        == "retriever-Pop50-s1"
+    )
+    a, b = (
+        parse_protocol({"type": "uniform", "size": 20}),
+        parse_protocol({"type": "uniform", "size": 20}, 200),
+    )
+    assert a.set_identity() == b.set_identity() and a.identity() != b.identity()
+
+
+def test_protocol_validation():
     for bad, message in [
         ({"type": "uniform"}, "size must be an integer"),
         ({"type": "sampled", "size": 5}, "must be one of"),
+        ({"type": "unifrom", "size": 5}, "Did you mean: uniform"),
         ({"type": "retriever", "size": 5}, "name the retriever"),
-        ({"type": "full", "sise": 5}, "Unknown key"),
+        ({"type": "full", "sise": 5}, "Unknown key 'sise'"),
+        ({"type": "uniform", "size": 5, "eval_users": 0}, "eval_users must be a positive integer"),
+        ({"type": "file", "path": "/no/such.tsv"}, "Candidate file not found"),
+        (["full"], "type name or a mapping"),
     ]:
         with pytest.raises(RecBoleLLMError, match=message):
-            ProtocolSpec.parse(bad)
+            parse_protocol(bad)
+
+
+def test_user_samples_are_nested_and_refuse_to_shrink():
+    pool = [f"u{i}" for i in range(100)]
+    small, large = select_users(pool, 10, 5), select_users(pool, 40, 5)
+    assert set(small) < set(large) and small == sorted(small)
+    assert select_users(list(reversed(pool)), 10, 5) == small, "depends on the tokens, not their order"
+    assert select_users(pool, None, 5) == sorted(pool)
+    with pytest.raises(RecBoleLLMError, match="eval_users=101, but only 100 users"):
+        select_users(pool, 101, 5)
 
 
 def test_candidate_file_round_trip_and_malformed_lines(tmp_path):

@@ -1,12 +1,19 @@
+import importlib.util
 import os
+import re
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from recbole.model.general_recommender import Pop
 
 from recbole_llm import registry
 from recbole_llm.config import Config
 from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.models.sequential.sasrec import SASRec
+from recbole_llm.quick_start import train
+from recbole_llm.yaml_files import RECBOLE_PROPERTIES
 
 
 @pytest.fixture
@@ -94,3 +101,53 @@ def test_scalar_type_rules(tiny, key, value, ok):
     else:
         with pytest.raises(RecBoleLLMError, match=f"{key}="):
             Config("Pop", "tiny", config_dict={**tiny, key: value})
+
+
+class MySASRec(SASRec):
+    """Empty subclass, as docs/adding-a-model.md shows: it must keep every parent's defaults."""
+
+
+def test_empty_subclass_inherits_recbole_and_plugin_defaults_and_trains(tiny, monkeypatch):
+    monkeypatch.setattr(registry, "_registered", {})
+    registry.register_model(MySASRec)
+    recbole_sasrec = yaml.safe_load((RECBOLE_PROPERTIES / "model" / "SASRec.yaml").read_text())
+    config = Config("MySASRec", "tiny", config_dict=tiny)
+    for key in ("n_layers", "n_heads", "hidden_dropout_prob", "hidden_act"):
+        assert config[key] == recbole_sasrec[key], key
+    assert config["sce_alpha"] == 100.0  # the plugin's NextItemModel.yaml
+    trained = train("MySASRec", "tiny", config_dict={**tiny, "loss_type": "SCE"}, saved=False)
+    assert trained.epochs_run == 1 and trained.model.loss_type == "SCE"
+
+
+@pytest.fixture
+def module_with_yaml(tmp_path, monkeypatch):
+    """A model defined in its own module file, its `yaml_file` relative to that module's folder."""
+    monkeypatch.setattr(registry, "_registered", {})
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "my_pop.yaml").write_text("gamma: 0.25\nepochs: 3\n")
+    (folder / "my_models.py").write_text(
+        "from recbole_llm.models.general.pop import Pop\n\n\n"
+        "class MyPop(Pop):\n    yaml_file = 'my_pop.yaml'\n\n\n"
+        "class Lost(Pop):\n    yaml_file = 'no_such.yaml'\n"
+    )
+    spec = importlib.util.spec_from_file_location("my_models", folder / "my_models.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "my_models", module)
+    spec.loader.exec_module(module)
+    registry.register_model(module.MyPop)
+    registry.register_model(module.Lost)
+    return folder
+
+
+def test_yaml_file_is_found_next_to_its_module_from_any_directory(module_with_yaml, tiny):
+    assert not (Path.cwd() / "my_pop.yaml").exists()
+    config = Config("MyPop", "tiny", config_dict={k: v for k, v in tiny.items() if k != "epochs"})
+    assert (config["gamma"], config["epochs"]) == (0.25, 3)
+    assert config["train_neg_sample_args"]["distribution"] == "none", "the plugin Pop's YAML applies too"
+
+
+def test_missing_yaml_file_is_an_error_naming_class_and_path(module_with_yaml, tiny):
+    expected = f"Lost.yaml_file not found: {module_with_yaml / 'no_such.yaml'}"
+    with pytest.raises(RecBoleLLMError, match=re.escape(expected)):
+        Config("Lost", "tiny", config_dict=tiny)

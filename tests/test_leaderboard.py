@@ -16,6 +16,7 @@ def write_suite(tmp_path, tiny, **extra):
         "config": {
             **{k: v for k, v in tiny.items() if k != "candidates_dir"},
             "openai_api_key": "sk-secret-value",
+            "strict": False,  # suites run strict by default; this key is unknown on purpose
         },
         "protocols": [{"type": "full"}, {"type": "uniform", "size": 6}],
         "models": [{"model": "Pop"}, {"model": "BPR", "name": "BPR-small", "config": {"epochs": 2}}],
@@ -27,30 +28,36 @@ def write_suite(tmp_path, tiny, **extra):
     return path
 
 
-def test_suite_writes_one_record_per_run_and_a_table(tiny, tmp_path, monkeypatch):
+def test_suite_writes_one_record_per_run_and_a_table(tiny, tmp_path, monkeypatch, capsys):
     table = run_suite(write_suite(tmp_path, tiny))
     files = sorted(p.name for p in (tmp_path / "out").glob("*.json"))
-    expected = ["BPR-small__full.json", "BPR-small__uniform6.json", "Pop__full.json", "Pop__uniform6.json"]
+    expected = ["BPR-small__full.json", "BPR-small__uniform6-s2020.json", "Pop__full.json"]
+    expected.append("Pop__uniform6-s2020.json")
     assert files == expected
-    record = json.loads((tmp_path / "out" / "BPR-small__uniform6.json").read_text())
+    record = json.loads((tmp_path / "out" / "BPR-small__uniform6-s2020.json").read_text())
     assert record["protocol"]["size"] == 6 and record["n_users"] == 12
     assert record["epochs_run"] == 2 and record["seed"] == 2020
     assert {"recbole", "torch", "python"} <= set(record["versions"])
     assert record["machine"]["cpu_count"] >= 1 and record["wall_time"]["train_s"] > 0
     assert 0 <= record["metrics"]["ndcg@10"] <= 1
     assert record["config"]["openai_api_key"] == "<redacted>"
-    assert "sk-secret-value" not in (tmp_path / "out" / "BPR-small__uniform6.json").read_text()
-    assert "### uniform6 (12 test users)" in table and "| BPR-small |" in table
+    assert "sk-secret-value" not in (tmp_path / "out" / "BPR-small__uniform6-s2020.json").read_text()
+    assert "### uniform6-s2020 (12 test users; lists sha256 `" in table and "| BPR-small |" in table
+    pop = json.loads((tmp_path / "out" / "Pop__uniform6-s2020.json").read_text())
+    assert pop["protocol"]["lists_sha256"] == record["protocol"]["lists_sha256"], "one set of lists"
     assert (tmp_path / "out" / "leaderboard.md").read_text() == table
     assert len(list((tmp_path / "out" / "candidates" / "tiny").glob("uniform6-*.tsv"))) == 1
 
     # A rerun with the same settings trains nothing; a changed model config reruns only that model.
     calls = []
-    monkeypatch.setattr(suite_module, "_run_entry", lambda suite, entry, seed: calls.append(entry["name"]))
+    monkeypatch.setattr(suite_module, "_run_entry", lambda suite, run: calls.append(run.entry["name"]))
+    capsys.readouterr()
     run_suite(write_suite(tmp_path, tiny))
     assert calls == []
+    assert "kept Pop: its records match its settings" in capsys.readouterr().err
     run_suite(write_suite(tmp_path, tiny, models=[{"model": "Pop"}, {"model": "BPR", "name": "BPR-small"}]))
     assert calls == ["BPR-small"]
+    assert "running BPR-small: settings changed since BPR-small__full.json" in capsys.readouterr().err
 
 
 def test_bad_suites_fail_clearly(tiny, tmp_path):
@@ -148,3 +155,24 @@ def test_redaction_hides_credentials_but_keeps_token_budgets():
     assert all(out[k] == "<redacted>" for k in ("hf_token", "token", "client_secret", "OPENAI_API_KEY"))
     assert out["db"] == {"password": "<redacted>"}
     assert {k: out[k] for k in kept} == kept
+
+
+def test_a_table_never_mixes_runs_that_ranked_different_lists():
+    from recbole_llm.benchmark.table import leaderboard
+
+    def record(model, lists):
+        return {
+            "model": model,
+            "protocol": {"label": "uniform20-s2020", "lists_sha256": lists, "set_sha256": lists},
+            "n_users": 200,
+            "metrics": {c.lower(): 0.5 for c in DEFAULT_COLUMNS},
+            "epochs_run": 0,
+            "wall_time": {"train_s": 0.0, "eval_s": 1.0},
+        }
+
+    same = leaderboard([record("A", "aa" * 32), record("B", "aa" * 32)])
+    assert same.count("### ") == 1 and "DIFFERENT LISTS" not in same
+    mixed = leaderboard([record("A", "aa" * 32), record("B", "bb" * 32)])
+    tables = mixed.split("### ")[1:]
+    assert len(tables) == 2 and all("DIFFERENT LISTS" in t for t in tables)
+    assert "| A |" in tables[0] and "| B |" not in tables[0] and "| B |" in tables[1]

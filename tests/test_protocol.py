@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 import recbole_llm.registry as registry
-from recbole_llm.data.candidates import CandidateSet, ProtocolSpec
+from recbole_llm.data.candidates import CandidateSet
 from recbole_llm.data.protocol import group_by_user
+from recbole_llm.data.protocols import parse_protocol
 from recbole_llm.quick_start import evaluate, train
 from tests.plugin_models import ConstantScorer, ItemIdScorer, SequenceOracle
 
-UNIFORM8 = ProtocolSpec.parse({"type": "uniform", "size": 8})
+UNIFORM8 = {"type": "uniform", "size": 8}
+U8 = "uniform8-s2020"
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +35,7 @@ def stored_candidates(tmp_path, pattern="*.tsv") -> CandidateSet:
 
 def test_item_id_scorer_on_candidates_matches_hand_computed_ranks(tiny, tmp_path):
     trained = train("ItemIdScorer", "tiny", config_dict=tiny)
-    metrics = evaluate(trained, [UNIFORM8]).test["uniform8"]
+    metrics = evaluate(trained, [UNIFORM8]).test[U8]
     ds = trained.split.dataset
     truth = group_by_user(*trained.split.test_pairs)
     cs = stored_candidates(tmp_path)
@@ -49,7 +51,7 @@ def test_item_id_scorer_on_candidates_matches_hand_computed_ranks(tiny, tmp_path
 
 def test_item_id_scorer_in_full_ranking_with_history_masked(tiny):
     trained = train("ItemIdScorer", "tiny", config_dict=tiny)
-    metrics = evaluate(trained, [ProtocolSpec()]).test["full"]
+    metrics = evaluate(trained, ["full"]).test["full"]
     history = trained.split.history("test")
     ranks = []
     for user, gt in zip(*trained.split.test_pairs):
@@ -62,14 +64,14 @@ def test_item_id_scorer_in_full_ranking_with_history_masked(tiny):
 
 
 def test_constant_scorer_gains_nothing_from_ties(tiny):
-    metrics = evaluate(train("ConstantScorer", "tiny", config_dict=tiny), [UNIFORM8]).test["uniform8"]
+    metrics = evaluate(train("ConstantScorer", "tiny", config_dict=tiny), [UNIFORM8]).test[U8]
     assert metrics["ndcg@5"] == 0.0 and metrics["recall@5"] == 0.0
     assert metrics["recall@10"] == 1.0, "the ground truth is still among the 8 candidates"
 
 
 def test_list_rankers_score_through_predict_candidates(tiny):
-    result = evaluate(train("SequenceOracle", "tiny", config_dict=tiny), [UNIFORM8, ProtocolSpec()])
-    assert result.test["uniform8"]["ndcg@1"] == 1.0
+    result = evaluate(train("SequenceOracle", "tiny", config_dict=tiny), [UNIFORM8, "full"])
+    assert result.test[U8]["ndcg@1"] == 1.0
     assert result.test["full"]["ndcg@1"] == 1.0
 
 
@@ -87,7 +89,7 @@ def test_every_model_ranks_the_same_stored_lists(tiny, tmp_path):
 def test_seeded_user_subset(tiny):
     def users(seed):
         result = evaluate(train("ItemIdScorer", "tiny", config_dict={**tiny, "eval_users": 5, "seed": seed}))
-        assert result.n_users["full"] == 5
+        assert result.n_users[f"full-5u-s{seed}"] == 5
         return result
 
     assert users(1).test == users(1).test
@@ -105,11 +107,11 @@ def test_candidates_from_a_file_and_from_a_retriever(tiny, tmp_path):
         tokens = ds.id2token(ds.iid_field, [gt, *others])
         lines.append(f"{ds.id2token(ds.uid_field, u)}\t{' '.join(tokens)}\n")
     (tmp_path / "mine.tsv").write_text("".join(lines))
-    spec = ProtocolSpec.parse({"type": "file", "path": str(tmp_path / "mine.tsv")})
+    spec = {"type": "file", "path": str(tmp_path / "mine.tsv")}
     result = evaluate(trained, [spec])
-    assert result.n_users["file-mine"] == 3
+    assert result.n_users["file-mine-s2020"] == 3
 
-    retriever = ProtocolSpec.parse({"type": "retriever", "model": "Pop", "size": 5})
+    retriever = {"type": "retriever", "model": "Pop", "size": 5}
     evaluate(trained, [retriever])
     cs = stored_candidates(tmp_path, "retriever-*.tsv")
     history = trained.split.history("test")
@@ -123,9 +125,7 @@ def test_retrievers_get_data_settings_but_not_the_asking_models_training_setting
     from recbole_llm.quick_start import retriever_config
 
     trained = train("ItemIdScorer", "tiny", config_dict={**tiny, "epochs": 0, "learning_rate": 5.0})
-    spec = ProtocolSpec.parse(
-        {"type": "retriever", "model": "BPR", "size": 5, "retriever_config": {"epochs": 3}}
-    )
+    spec = parse_protocol({"type": "retriever", "model": "BPR", "size": 5, "retriever_config": {"epochs": 3}})
     config = retriever_config(trained.config, spec)
     assert config["epochs"] == 3 and "learning_rate" not in config
     assert config["data_path"] == tiny["data_path"] and config["load_col"] == tiny["load_col"]
@@ -136,7 +136,7 @@ def test_full_protocol_reproduces_recboles_own_full_sort_evaluation(tiny):
     from recbole.trainer import Trainer
 
     trained = train("BPR", "tiny", config_dict={**tiny, "epochs": 3})
-    ours = evaluate(trained, [ProtocolSpec()]).test["full"]
+    ours = evaluate(trained, ["full"]).test["full"]
     reference = Trainer(trained.config, trained.model).evaluate(trained.split.test, load_best_model=False)
     assert dict(reference) == pytest.approx(ours, abs=1e-4)
     assert ours["ndcg@20"] > 0

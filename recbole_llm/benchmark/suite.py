@@ -8,24 +8,27 @@ Suite format::
     name: ml-100k
     dataset: ml-100k
     config: {seed: 2020}               # shared by every run
-    protocols: [{type: full}, {type: uniform, size: 20}]
+    protocols: [{type: full}, {type: uniform, size: 20}]   # eval_users / seed: the run's unless set
     seeds: [2020, 2021, 2022]          # optional: every model once per seed; tables show mean ± std
     published:                         # optional: a paper's numbers, tabled next to ours
       source: Xu et al. 2024, Table 2
       SASRec-CE: {Recall@10: 0.0986, NDCG@10: 0.0597}
     notes: text printed under the tables (budgets, deviations from the paper)
     models:
-      - {model: Pop, config: {epochs: 1}}
+      - {model: Pop}
       - {model: SASRec, name: SASRec-CE, config: {epochs: 20}}
+      - {model: LLMRanker, name: pairwise, protocols: [{type: uniform, size: 20, eval_users: 50}]}
     output: results/ml-100k            # relative to the suite file; candidate sets in output/candidates
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -39,7 +42,9 @@ from recbole_llm.benchmark.records import (
     versions_text,
 )
 from recbole_llm.benchmark.table import DEFAULT_COLUMNS, leaderboard, published_comparison
-from recbole_llm.data.candidates import ProtocolSpec
+from recbole_llm.config import Config
+from recbole_llm.data.protocol import resolve_protocols
+from recbole_llm.data.protocols import DEFAULT_SEED, Protocol, parse_protocol
 from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.registry import get_model
 
@@ -55,6 +60,8 @@ _SUITE_KEYS = {
     "published",
     "notes",
 }
+# A model entry: `protocols` replaces the suite's for that model (e.g. fewer users for a costly one).
+_ENTRY_KEYS = {"model", "name", "config", "protocols"}
 
 
 def load_suite(path: str | Path) -> dict:
@@ -62,6 +69,8 @@ def load_suite(path: str | Path) -> dict:
     if not path.is_file():
         raise RecBoleLLMError(f"Suite file not found: {path}")
     suite = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(suite, dict):
+        raise RecBoleLLMError(f"{path}: expected `key: value` pairs at the top level.")
     unknown = set(suite) - _SUITE_KEYS
     if unknown:
         raise RecBoleLLMError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(_SUITE_KEYS)}.")
@@ -70,13 +79,23 @@ def load_suite(path: str | Path) -> dict:
             raise RecBoleLLMError(f"{path}: missing `{key}`.")
     suite.setdefault("name", path.stem)
     suite.setdefault("config", {})
-    suite["protocols"] = [ProtocolSpec.parse(p) for p in suite.get("protocols") or ["full"]]
+    suite["protocols"] = suite.get("protocols") or ["full"]
+    for block in suite["protocols"]:
+        parse_protocol(block)  # fail on a malformed block now; bound to each run's config later
     suite["models"] = [{"model": m} if isinstance(m, str) else m for m in suite["models"]]
     for entry in suite["models"]:
+        unknown = set(entry) - _ENTRY_KEYS
+        if unknown:
+            raise RecBoleLLMError(
+                f"{path}: unknown key(s) {sorted(unknown)} in the entry of {entry.get('model')}; "
+                f"known: {sorted(_ENTRY_KEYS)}."
+            )
         entry.setdefault("name", entry.get("model"))
         entry.setdefault("config", {})
         if not entry["name"]:
             raise RecBoleLLMError(f"{path}: every models entry needs `model`.")
+        for block in entry.get("protocols") or []:
+            parse_protocol(block)
     seeds = suite.get("seeds")
     if seeds is not None and (not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds)):
         raise RecBoleLLMError(f"{path}: `seeds` must be a list of integers.")
@@ -90,75 +109,113 @@ def _runs(suite: dict) -> list[tuple[dict, int | None]]:
     return [(entry, seed) for entry in suite["models"] for seed in suite.get("seeds") or [None]]
 
 
-def _record_path(suite: dict, name: str, spec: ProtocolSpec, seed: int | None) -> Path:
-    suffix = "" if seed is None else f"__seed{seed}"
-    return suite["output"] / f"{name}__{spec.label}{suffix}.json"
-
-
-def _run_key(suite: dict, entry: dict, spec: ProtocolSpec, seed: int | None) -> str:
-    model_class = get_model(entry["model"])
-    key = {
-        "dataset": suite["dataset"],
-        "config": suite["config"],
-        "entry": entry,
-        "protocol": spec,
-        "class": f"{model_class.__module__}.{model_class.__qualname__}",
-    }
+def _run_config(suite: dict, entry: dict, seed: int | None) -> dict:
+    """The config dict of one run, as given to `train` (strict: a misspelled key fails the suite)."""
+    config = {"strict": True, **suite["config"], **entry["config"]}
     if seed is not None:
-        key["seed"] = seed
-    return fingerprint(key)
-
-
-def _is_done(suite: dict, entry: dict, seed: int | None) -> bool:
-    for spec in suite["protocols"]:
-        path = _record_path(suite, entry["name"], spec, seed)
-        if not path.is_file():
-            return False
-        if json.loads(path.read_text()).get("run_key") != _run_key(suite, entry, spec, seed):
-            return False
-    return True
-
-
-def _run_entry(suite: dict, entry: dict, seed: int | None) -> None:
-    from recbole_llm.quick_start import evaluate, train
-
-    config = {**suite["config"], **entry["config"], **({} if seed is None else {"seed": seed})}
+        config["seed"] = seed
     if config.get("data_path") and not Path(config["data_path"]).is_absolute():
         # Like `output`, relative to the suite file (resolved here so run keys stay machine-free).
         config["data_path"] = str((suite["file"].parent / config["data_path"]).resolve())
     # Candidate sets live beside the results, so that a rerun ranks exactly the same lists.
     config.setdefault("candidates_dir", str(suite["output"] / "candidates"))
+    return config
+
+
+@dataclass
+class Run:
+    """One (model entry, seed) of a suite with its validated config and the protocols it is tested on.
+
+    Protocols take the entry's `eval_users` but the suite's own seed, so that every seed of a model
+    (and every model) ranks the same candidate lists.
+    """
+
+    entry: dict
+    seed: int | None
+    config: dict
+    protocols: list[Protocol]
+
+
+def _plan(suite: dict) -> list[Run]:
+    """Every run with its config checked (types, unknown keys, protocol vs model) before any training."""
+    runs = []
+    base_seed = suite["config"].get("seed", DEFAULT_SEED)
+    for entry, seed in _runs(suite):
+        config = _run_config(suite, entry, seed)
+        resolved = Config(entry["model"], suite["dataset"], None, config)
+        own = entry.get("protocols") or suite["protocols"]
+        blocks = [parse_protocol(b, resolved["eval_users"], base_seed) for b in own]
+        runs.append(Run(entry, seed, config, resolve_protocols(resolved, blocks)))
+    return runs
+
+
+def _record_path(suite: dict, name: str, protocol: Protocol, seed: int | None) -> Path:
+    suffix = "" if seed is None else f"__seed{seed}"
+    return suite["output"] / f"{name}__{protocol.label}{suffix}.json"
+
+
+def _run_key(suite: dict, run: Run, protocol: Protocol) -> str:
+    model_class = get_model(run.entry["model"])
+    key = {
+        "dataset": suite["dataset"],
+        "config": suite["config"],
+        "entry": run.entry,
+        "protocol": protocol.identity(),
+        "class": f"{model_class.__module__}.{model_class.__qualname__}",
+    }
+    if run.seed is not None:
+        key["seed"] = run.seed
+    return fingerprint(key)
+
+
+def _missing(suite: dict, run: Run) -> str | None:
+    """Why `run` must run ('no record', 'settings changed'), or None when all its records are current."""
+    for protocol in run.protocols:
+        path = _record_path(suite, run.entry["name"], protocol, run.seed)
+        if not path.is_file():
+            return f"no record {path.name}"
+        if json.loads(path.read_text()).get("run_key") != _run_key(suite, run, protocol):
+            return f"settings changed since {path.name}"
+    return None
+
+
+def _run_entry(suite: dict, run: Run) -> None:
+    from recbole_llm.quick_start import evaluate, train
+
     started = time.time()
-    trained = train(entry["model"], suite["dataset"], None, config)
-    result = evaluate(trained, suite["protocols"])
-    for spec in suite["protocols"]:
+    trained = train(run.entry["model"], suite["dataset"], None, run.config, protocols=run.protocols)
+    result = evaluate(trained)
+    for protocol in run.protocols:
+        label = protocol.label
         record = {
             "suite": suite["name"],
-            "model": entry["name"],
+            "model": run.entry["name"],
             "model_class": f"{trained.config.model_class.__module__}.{trained.config.model_class.__name__}",
             "dataset": suite["dataset"],
-            "protocol": {"label": spec.label, **jsonable(vars(spec))},
-            "metrics": {k: float(v) for k, v in result.test[spec.label].items()},
+            "protocol": {"label": label, **jsonable(protocol.identity()), **result.lists[label]},
+            "metrics": {k: float(v) for k, v in result.test[label].items()},
             "best_valid": jsonable(trained.best_valid),
-            "n_users": result.n_users[spec.label],
-            "cost": result.reports.get(spec.label),
+            "n_users": result.n_users[label],
+            "cost": result.reports.get(label),
             "seed": trained.config["seed"],
             "epochs_run": trained.epochs_run,
             "wall_time": {
                 "train_s": trained.train_seconds,
-                "eval_s": result.eval_seconds[spec.label],
+                "eval_s": result.eval_seconds[label],
                 "train_epoch_s": getattr(trained.trainer, "epoch_seconds", []),
             },
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "run_key": _run_key(suite, entry, spec, seed),
+            "run_key": _run_key(suite, run, protocol),
             "config": config_snapshot(trained.config),
             "versions": versions(),
             "machine": machine(),
         }
-        path = _record_path(suite, entry["name"], spec, seed)
+        path = _record_path(suite, run.entry["name"], protocol, run.seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2) + "\n")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, path)
 
 
 def _provenance(suite: dict, records: list[dict]) -> str:
@@ -180,7 +237,10 @@ def _provenance(suite: dict, records: list[dict]) -> str:
 def run_suite(
     path: str | Path, force: bool = False, only: list[str] | None = None, seeds: list[int] | None = None
 ) -> str:
-    """Run what is missing (of `only` models and `seeds`, if given); write and return the table."""
+    """Run what is missing (of `only` models and `seeds`, if given); write and return the table.
+
+    Says on stderr, for each run, whether it was kept (its records match its settings) or why it runs.
+    """
     suite = load_suite(path)
     names = [e["name"] for e in suite["models"]]
     for name in only or []:
@@ -189,22 +249,27 @@ def run_suite(
     for seed in seeds or []:
         if seed not in (suite.get("seeds") or []):
             raise RecBoleLLMError(f"Seed {seed} is not in the suite's seeds {suite.get('seeds')}.")
-    for entry, seed in _runs(suite):
-        if (only and entry["name"] not in only) or (seeds and seed not in seeds):
+    runs = _plan(suite)
+    for run in runs:
+        if (only and run.entry["name"] not in only) or (seeds and run.seed not in seeds):
             continue
-        if not force and _is_done(suite, entry, seed):
+        what = run.entry["name"] + ("" if run.seed is None else f" (seed {run.seed})")
+        reason = "--force" if force else _missing(suite, run)
+        if reason is None:
+            print(f"kept {what}: its records match its settings", file=sys.stderr)
             continue
-        _run_entry(suite, entry, seed)
+        print(f"running {what}: {reason}", file=sys.stderr)
+        _run_entry(suite, run)
     records = [
         json.loads(p.read_text())
-        for spec in suite["protocols"]
-        for entry, seed in _runs(suite)
-        if (p := _record_path(suite, entry["name"], spec, seed)).is_file()
+        for run in runs
+        for protocol in run.protocols
+        if (p := _record_path(suite, run.entry["name"], protocol, run.seed)).is_file()
     ]
     table = f"## {suite['name']}\n\n{_provenance(suite, records)}\n\n"
     table += leaderboard(records, suite.get("columns", DEFAULT_COLUMNS))
     if suite.get("published"):
-        table += "\n" + published_comparison(records, suite["published"], suite["protocols"][0].label)
+        table += "\n" + published_comparison(records, suite["published"], runs[0].protocols[0].label)
     if suite.get("notes"):
         table += "\n" + suite["notes"].strip() + "\n"
     (suite["output"] / "leaderboard.md").write_text(table)

@@ -16,7 +16,7 @@ COST_COLUMNS = {
 
 
 def _cost_cell(reports: list[dict], key: str) -> str:
-    values = [r[key] for r in reports if key in r]
+    values = [r[key] for r in reports if r.get(key) is not None]
     return _cell(values, 3 if key == "parse_failure_rate" else 1) if values else "–"
 
 
@@ -29,14 +29,36 @@ def _cell(values: list[float], digits: int = 4) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else "")
 
 
+def _lists_note(record: dict) -> str:
+    """Which candidate lists a record ranked: the content hash of its lists (and of their pool)."""
+    protocol = record["protocol"]
+    lists, pool = protocol.get("lists_sha256"), protocol.get("set_sha256")
+    if not lists:
+        return "lists not recorded"
+    note = f"lists sha256 `{lists[:12]}`"
+    if pool and pool != lists:
+        note += f", drawn from the set `{pool[:12]}` of {protocol['set_users']} users"
+    return note
+
+
+def _groups(records: list[dict]) -> dict[tuple[str, str | None], list[dict]]:
+    """Records by (protocol label, content hash of the ranked lists): rows of one table ranked the
+    same lists; a label whose records ranked different lists is split into visibly separate tables."""
+    groups: dict[tuple[str, str | None], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["protocol"]["label"], r["protocol"].get("lists_sha256")), []).append(r)
+    return groups
+
+
 def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
-    """One table per protocol, models in suite order; the best mean of each column in bold."""
+    """One table per protocol and candidate lists, models in suite order; the best mean in bold."""
     out = []
-    for label in dict.fromkeys(r["protocol"]["label"] for r in records):
+    groups = _groups(records)
+    labels = [label for label, _ in groups]
+    for (label, _), group in groups.items():
         runs: dict[str, list[dict]] = {}
-        for r in records:
-            if r["protocol"]["label"] == label:
-                runs.setdefault(r["model"], []).append(r)
+        for r in group:
+            runs.setdefault(r["model"], []).append(r)
         means = {
             (model, c): _mean_std([r["metrics"][c.lower()] for r in rs])[0]
             for model, rs in runs.items()
@@ -47,7 +69,10 @@ def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
         users = next(iter(runs.values()))[0]["n_users"]
         costs = any(r.get("cost") for rs in runs.values() for r in rs)
         extra = list(COST_COLUMNS) if costs else []
-        out += [f"### {label} ({users} test users)", ""]
+        heading = f"### {label} ({users} test users; {_lists_note(group[0])})"
+        if labels.count(label) > 1:
+            heading += " — DIFFERENT LISTS from the other tables of this protocol: do not compare"
+        out += [heading, ""]
         out.append(
             "| model | " + " | ".join([*columns, *extra]) + " | runs | epochs | train s | s/epoch | eval s |"
         )

@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,55 +18,7 @@ import scipy.sparse as sp
 
 from recbole_llm.errors import RecBoleLLMError
 
-PROTOCOL_TYPES = ("full", "uniform", "popularity", "retriever", "file")
-_FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ProtocolSpec:
-    """What to rank at test time; one spec is shared by every model of a leaderboard."""
-
-    type: str = "full"
-    size: int | None = None
-    include_ground_truth: bool = True  # retriever only: put the ground truth in when it is missed
-    model: str | None = None  # retriever only: the model whose top-`size` items are the candidates
-    retriever_config: dict = field(default_factory=dict, hash=False)
-    path: str | None = None  # file only
-
-    @classmethod
-    def parse(cls, block) -> ProtocolSpec:
-        """Validate a `candidates` config block (a dict, or just its type as a string)."""
-        block = {"type": block} if isinstance(block, str) else dict(block or {})
-        unknown = set(block) - {f for f in cls.__dataclass_fields__}
-        if unknown:
-            raise RecBoleLLMError(
-                f"Unknown key(s) {sorted(unknown)} in `candidates`; known: "
-                f"{sorted(cls.__dataclass_fields__)}."
-            )
-        spec = cls(**block)
-        if spec.type not in PROTOCOL_TYPES:
-            raise RecBoleLLMError(
-                f"candidates.type must be one of {', '.join(PROTOCOL_TYPES)}, not {spec.type!r}."
-            )
-        sized = spec.type in ("uniform", "popularity", "retriever")
-        if sized and (not isinstance(spec.size, int) or spec.size < 2):
-            raise RecBoleLLMError(f"candidates.size must be an integer >= 2 for type {spec.type}.")
-        if spec.type == "retriever" and not spec.model:
-            raise RecBoleLLMError("candidates.model must name the retriever model (e.g. Pop).")
-        if spec.type == "file" and not spec.path:
-            raise RecBoleLLMError("candidates.path must point to a candidate file.")
-        return spec
-
-    @property
-    def label(self) -> str:
-        """Short name used in tables and file names, e.g. 'uniform20' or 'retriever-Pop20'."""
-        if self.type == "full":
-            return "full"
-        if self.type == "file":
-            return "file-" + Path(self.path).stem
-        if self.type == "retriever":
-            return f"retriever-{self.model}{self.size}" + ("" if self.include_ground_truth else "-nogt")
-        return f"{self.type}{self.size}"
+_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -87,6 +39,7 @@ class CandidateSet:
 
     @classmethod
     def read(cls, path: str | Path, full: bool = False) -> CandidateSet:
+        """Read a set; a malformed line, a repeated user or lists of unequal length fail in one line."""
         users, items = [], []
         for n, line in enumerate(Path(path).read_text().splitlines(), 1):
             if not line.strip():
@@ -96,7 +49,27 @@ class CandidateSet:
                 raise RecBoleLLMError(f"{path}:{n}: expected 'user<TAB>item item ...'.")
             users.append(user)
             items.append(rest.split())
+        if len(set(users)) != len(users):
+            raise RecBoleLLMError(f"{path}: a user is listed twice; give each user one line.")
+        if not full and len({len(r) for r in items}) > 1:
+            raise RecBoleLLMError(
+                f"{path}: every user must have the same number of candidates (found "
+                f"{sorted({len(r) for r in items})}); pad or trim the lists."
+            )
         return cls(users, None if full else items)
+
+    def digest(self) -> str:
+        """Content hash of the users and their lists (in order), independent of where they are stored."""
+        rows = self.items if self.items is not None else [[] for _ in self.users]
+        text = "".join(f"{u}\t{' '.join(r)}\n" for u, r in zip(self.users, rows))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def subset(self, users: list[str]) -> CandidateSet:
+        """The lists of `users` (which must all be in the set), in the given order."""
+        if self.items is None:
+            return CandidateSet(list(users), None)
+        row = {u: r for u, r in zip(self.users, self.items)}
+        return CandidateSet(list(users), [row[u] for u in users])
 
 
 def split_fingerprint(dataset, n_interactions: int, test_pairs: tuple[np.ndarray, np.ndarray]) -> str:
@@ -113,18 +86,34 @@ def split_fingerprint(dataset, n_interactions: int, test_pairs: tuple[np.ndarray
     return h.hexdigest()
 
 
-def select_users(dataset, test_users: np.ndarray, eval_users: int | None, seed: int) -> np.ndarray:
-    """Test users (a seeded subset if `eval_users`) in token order.
+def select_users(pool: list[str], eval_users: int | None, seed: int) -> list[str]:
+    """A seeded subset of `eval_users` user tokens of `pool` (all if None), in token order.
 
-    Drawing and ordering over tokens keeps the subset and the negatives drawn per user independent
-    of RecBole's id mapping, which may differ between dataset classes.
+    The subset is the head of one seeded permutation of the sorted pool, so smaller samples are
+    subsets of larger ones (50 users of a seed are among its 200), and it depends on tokens only,
+    never on RecBole's id mapping. Asking for more users than the pool holds is an error, not a
+    silently smaller evaluation.
     """
-    users = np.unique(test_users)
-    users = users[np.argsort(dataset.id2token(dataset.uid_field, users), kind="stable")]
-    if eval_users is None or eval_users >= len(users):
-        return users
-    chosen = np.random.default_rng(seed).choice(len(users), size=eval_users, replace=False)
-    return users[np.sort(chosen)]
+    pool = sorted(pool)
+    if eval_users is None:
+        return pool
+    if eval_users > len(pool):
+        raise RecBoleLLMError(
+            f"eval_users={eval_users}, but only {len(pool)} users can be evaluated under this protocol; "
+            "lower eval_users or set it to null (all users)."
+        )
+    chosen = np.random.default_rng([seed, 1]).permutation(len(pool))[:eval_users]
+    return [pool[i] for i in np.sort(chosen)]
+
+
+def token_order(dataset, field: str) -> np.ndarray:
+    """Internal ids of `field` sorted by token, padding (id 0) first.
+
+    Negatives are drawn in this order, so the same data gives the same lists whatever id mapping
+    RecBole built (it depends on row order and on the dataset class).
+    """
+    tokens = np.asarray(dataset.field2id_token[field][1:], dtype=str)
+    return np.concatenate([[0], 1 + np.argsort(tokens, kind="stable")]).astype(np.int64)
 
 
 def sample_candidates(
@@ -187,9 +176,10 @@ def top_n(
     return rng.permuted(top, axis=1)
 
 
-def store_path(candidates_dir: str, dataset_name: str, spec: ProtocolSpec, key: dict) -> Path:
+def store_path(candidates_dir: str, dataset_name: str, name: str, key: dict) -> Path:
+    """`<dir>/<dataset>/<name>-<hash of key>.tsv`: one file per set of lists."""
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    return Path(candidates_dir) / dataset_name / f"{spec.label}-{digest[:12]}.tsv"
+    return Path(candidates_dir) / dataset_name / f"{name}-{digest[:12]}.tsv"
 
 
 def load_or_create(path: Path, key: dict, create: Callable[[], CandidateSet], full: bool) -> CandidateSet:

@@ -32,6 +32,29 @@ def read_item_file(data_path: str, dataset: str, field_separator: str = "\t") ->
     return frame
 
 
+def check_item_text_fields(config, template: str) -> None:
+    """The `.item` file exists and has every field `template` uses (read from its header only)."""
+    path = Path(config["data_path"]) / f"{config['dataset']}.item"
+    if not path.is_file():
+        raise RecBoleLLMError(
+            f"LLM models need item text, but {path} does not exist. Add a `{config['dataset']}.item` atomic "
+            "file with a title field (e.g. `item_id:token\ttitle:token_seq`)."
+        )
+    with path.open(encoding="utf-8", errors="replace") as f:
+        header = [c.split(":")[0] for c in f.readline().rstrip("\r\n").split(config["field_separator"])]
+    _check_fields(config, template, header, config["ITEM_ID_FIELD"])
+
+
+def _check_fields(config, template: str, columns: list[str], item_field: str) -> None:
+    missing = [f for f in [item_field, *template_fields(template)] if f not in columns]
+    if missing:
+        known = [c for c in columns if c != item_field]
+        raise RecBoleLLMError(
+            f"item_text {template!r} uses field(s) {missing} that {config['dataset']}.item does not have; "
+            f"it has {known}." + did_you_mean(missing[0], known)
+        )
+
+
 def item_texts(config, dataset, template: str) -> list[str]:
     """Text of every internal item id (index 0, the padding item, is empty), rendered by `template`.
 
@@ -39,13 +62,7 @@ def item_texts(config, dataset, template: str) -> list[str]:
     """
     frame = read_item_file(config["data_path"], config["dataset"], config["field_separator"])
     item_field = dataset.iid_field
-    missing = [f for f in [item_field, *template_fields(template)] if f not in frame.columns]
-    if missing:
-        known = [c for c in frame.columns if c != item_field]
-        raise RecBoleLLMError(
-            f"item_text {template!r} uses field(s) {missing} that {config['dataset']}.item does not have; "
-            f"it has {known}." + did_you_mean(missing[0], known)
-        )
+    _check_fields(config, template, list(frame.columns), item_field)
     rendered = frame.apply(lambda row: template.format(**row.to_dict()).strip(), axis=1)
     by_token = dict(zip(frame[item_field], rendered))
     tokens = dataset.field2id_token[item_field]

@@ -1,10 +1,9 @@
-"""Bind a protocol spec to a split: the evaluated users, their candidates, and what is masked."""
+"""Bind protocols to a split: the evaluated users, their candidate lists, and what is masked."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -12,18 +11,19 @@ import torch
 
 from recbole_llm.data.candidates import (
     CandidateSet,
-    ProtocolSpec,
     load_or_create,
     sample_candidates,
     select_users,
     split_fingerprint,
     store_path,
+    token_order,
 )
+from recbole_llm.data.protocols import File, Full, Popularity, Protocol, Retriever, Sized, parse_protocol
 from recbole_llm.data.split import Split, subset_loader
 from recbole_llm.errors import RecBoleLLMError
 
-# retrieve(spec, user_tokens) -> candidate item tokens per user
-Retrieve = Callable[[ProtocolSpec, list[str]], list[list[str]]]
+# retrieve(protocol, user_tokens) -> candidate item tokens per user
+Retrieve = Callable[[Retriever, list[str]], list[list[str]]]
 
 
 @dataclass
@@ -34,6 +34,9 @@ class EvalProtocol:
     n_users: int  # evaluated users
     candidates: torch.Tensor | None  # n_users x N internal item ids; None ranks all items
     history: sp.csr_matrix | None  # items ranked last in full ranking (mask_history)
+    lists_sha: str | None = None  # content hash of the evaluated users' lists
+    set_sha: str | None = None  # content hash of the lists of the protocol's whole user pool
+    set_users: int | None = None  # users in that pool
 
     def candidates_for(self, users: torch.Tensor) -> torch.Tensor:
         return self.candidates[users.cpu()].to(users.device)
@@ -44,6 +47,15 @@ class EvalProtocol:
             return
         seen = self.history[users.cpu().numpy()].tocoo()
         scores[torch.from_numpy(seen.row).long(), torch.from_numpy(seen.col).long()] = -np.inf
+
+    def record(self) -> dict:
+        """What a result file keeps to prove which lists were ranked."""
+        return {
+            "n_users": self.n_users,
+            "lists_sha256": self.lists_sha,
+            "set_sha256": self.set_sha,
+            "set_users": self.set_users,
+        }
 
 
 def group_by_user(users: np.ndarray, items: np.ndarray) -> dict[int, np.ndarray]:
@@ -60,77 +72,102 @@ def _to_ids(dataset, field: str, tokens) -> np.ndarray:
         raise RecBoleLLMError(f"Candidate list names a {field} unknown to the dataset: {err}") from err
 
 
-def _candidate_set(config, split: Split, spec: ProtocolSpec, retrieve: Retrieve | None) -> CandidateSet:
+def _test_users(split: Split) -> list[str]:
     ds = split.dataset
-    users = select_users(ds, split.test_pairs[0], config["eval_users"], config["seed"])
-    user_tokens = list(ds.id2token(ds.uid_field, users))
-    if spec.type == "file":
-        listed = CandidateSet.read(spec.path)
-        wanted = set(user_tokens)
-        rows = [(u, r) for u, r in zip(listed.users, listed.items) if u in wanted]
-        if not rows:
-            raise RecBoleLLMError(f"{spec.path} lists none of the evaluated users.")
-        return CandidateSet([u for u, _ in rows], [r for _, r in rows])
+    return sorted(ds.id2token(ds.uid_field, np.unique(split.test_pairs[0])))
 
+
+def _draw_negatives(split: Split, protocol: Sized, users: list[str]) -> list[list[str]]:
+    """Each user's ground truth and `size - 1` unseen items, drawn over items in token order."""
+    ds = split.dataset
+    order = token_order(ds, ds.iid_field)
+    rank = np.argsort(order)  # internal id -> position in token order
+    user_ids = _to_ids(ds, ds.uid_field, users)
+    positives = {u: rank[i] for u, i in group_by_user(*split.test_pairs).items()}
+    weights = None
+    if isinstance(protocol, Popularity):
+        weights = np.asarray(split.history("test").sum(axis=0)).ravel()[order] + 1e-12
+    rng = np.random.default_rng(protocol.seed)
+    rows = sample_candidates(user_ids, positives, split.seen[:, order].tocsr(), protocol.size, rng, weights)
+    return [list(r) for r in ds.id2token(ds.iid_field, order[rows])]
+
+
+def _read_file(split: Split, protocol: File) -> CandidateSet:
+    """The file's lists, checked against the data, shuffled per user unless `shuffle: false`."""
+    listed = CandidateSet.read(protocol.path)
+    ds = split.dataset
+    _to_ids(ds, ds.uid_field, listed.users)
+    _to_ids(ds, ds.iid_field, [i for r in listed.items for i in r])
+    not_tested = sorted(set(listed.users) - set(_test_users(split)))
+    if not_tested:
+        raise RecBoleLLMError(
+            f"{protocol.path} lists {len(not_tested)} user(s) without a test interaction "
+            f"(e.g. {not_tested[0]!r}); list test users only."
+        )
+    if not protocol.shuffle:
+        return listed
+    rng = np.random.default_rng([protocol.seed, 2])
+    items = rng.permuted(np.asarray(listed.items, dtype=object), axis=1)
+    return CandidateSet(listed.users, [list(r) for r in items])
+
+
+def _pool_set(config, split: Split, protocol: Protocol, retrieve: Retrieve | None) -> CandidateSet:
+    """The lists of every user the protocol can evaluate; drawn lists are stored and reused."""
+    if isinstance(protocol, Full):
+        return CandidateSet(_test_users(split), None)
+    if isinstance(protocol, File):
+        return _read_file(split, protocol)
+    users = _test_users(split)
+    ds = split.dataset
     key = {
         "dataset": config["dataset"],
         "split": split_fingerprint(ds, split.seen.nnz, split.test_pairs),
-        "protocol": asdict(spec),
-        "eval_users": config["eval_users"],
-        "seed": config["seed"],
+        **protocol.set_identity(),
     }
 
     def create() -> CandidateSet:
-        if spec.type == "full":
-            return CandidateSet(user_tokens, None)
-        if spec.type == "retriever":
+        if isinstance(protocol, Retriever):
             if retrieve is None:
                 raise RecBoleLLMError("The retriever protocol needs a retriever to run.")
-            return CandidateSet(user_tokens, retrieve(spec, user_tokens))
-        weights = None
-        if spec.type == "popularity":
-            weights = np.asarray(split.history("test").sum(axis=0)).ravel() + 1e-12
-        positives = group_by_user(*split.test_pairs)
-        rng = np.random.default_rng(config["seed"])
-        items = sample_candidates(users, positives, split.seen, spec.size, rng, weights)
-        return CandidateSet(user_tokens, [list(r) for r in ds.id2token(ds.iid_field, items)])
+            return CandidateSet(users, retrieve(protocol, users))
+        return CandidateSet(users, _draw_negatives(split, protocol, users))
 
-    path = store_path(config["candidates_dir"], config["dataset"], spec, key)
-    return load_or_create(path, key, create, full=spec.type == "full")
+    path = store_path(config["candidates_dir"], config["dataset"], f"{protocol.name}-s{protocol.seed}", key)
+    return load_or_create(path, key, create, full=False)
 
 
-def check_protocol_config(config) -> ProtocolSpec:
-    """Validate the protocol keys before any training, so a typo costs seconds, not an epoch."""
-    eval_users = config["eval_users"]
-    if eval_users is not None and (not isinstance(eval_users, int) or eval_users < 1):
-        raise RecBoleLLMError(f"eval_users must be a positive integer or null, not {eval_users!r}.")
-    spec = ProtocolSpec.parse(config["candidates"])
-    if spec.type == "file" and not Path(spec.path).is_file():
-        raise RecBoleLLMError(f"Candidate file not found: {spec.path}")
-    if spec.type == "full" and getattr(config.model_class, "ranks_candidate_lists_only", False):
-        raise RecBoleLLMError(
-            f"{config['model']} ranks candidate lists, not every item: use a candidate protocol such as "
-            "--candidates=\"{'type': 'uniform', 'size': 20}\"."
-        )
-    return spec
+def resolve_protocols(config, blocks: list | None = None) -> list[Protocol]:
+    """The protocols a run tests (default: its `candidates` block), checked against its model.
+
+    Done before any data or model is loaded, so a typo or an impossible pairing costs seconds.
+    """
+    blocks = [config["candidates"]] if blocks is None else blocks
+    protocols = [parse_protocol(b, config["eval_users"], config["seed"]) for b in blocks]
+    labels = [p.label for p in protocols]
+    if len(set(labels)) != len(labels):
+        raise RecBoleLLMError(f"Protocols must differ; these repeat: {sorted(labels)}.")
+    for protocol in protocols:
+        protocol.check_model(config["model"], config.model_class)
+    return protocols
 
 
-def build_test_loader(config, split: Split, spec: ProtocolSpec, retrieve: Retrieve | None = None):
+def build_test_loader(config, split: Split, protocol: Protocol, retrieve: Retrieve | None = None):
     """RecBole's test loader restricted to the evaluated users, carrying its `protocol`."""
     ds = split.dataset
-    cs = _candidate_set(config, split, spec, retrieve)
+    pool = _pool_set(config, split, protocol, retrieve)
+    cs = pool.subset(select_users(pool.users, protocol.eval_users, protocol.seed))
     users = _to_ids(ds, ds.uid_field, cs.users)
     candidates = None
     if cs.items is not None:
-        if len({len(r) for r in cs.items}) != 1:
-            raise RecBoleLLMError("Every user must have the same number of candidates.")
         item_ids = _to_ids(ds, ds.iid_field, cs.items).reshape(len(users), -1)
         candidates = torch.zeros((split.n_users, item_ids.shape[1]), dtype=torch.long)
         candidates[torch.from_numpy(users)] = torch.from_numpy(item_ids)
     history = split.history("test") if config["mask_history"] else None
     ds_test = split.test._dataset
     loader = subset_loader(config, split.test, np.isin(ds_test.inter_feat[ds_test.uid_field].numpy(), users))
-    loader.protocol = EvalProtocol(spec.label, len(users), candidates, history)
+    loader.protocol = EvalProtocol(
+        protocol.label, len(users), candidates, history, cs.digest(), pool.digest(), len(pool.users)
+    )
     return loader
 
 

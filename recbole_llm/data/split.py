@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from logging import getLogger
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from recbole.data import create_dataset, data_preparation
+from recbole.utils import FeatureSource, FeatureType, ModelType
 
+from recbole_llm.data.atomic_files import AtomicFile, check_numbers, check_unique_ids, read_atomic_file
 from recbole_llm.errors import RecBoleLLMError
+
+# The `.inter` fields the protocol uses: loaded whenever the header has them, unless `load_col` is given.
+PROTOCOL_FIELDS = ("USER_ID_FIELD", "ITEM_ID_FIELD", "RATING_FIELD", "TIME_FIELD")
+MISSING_TIME = ("position", "error")
 
 
 @dataclass
@@ -67,21 +74,129 @@ def _pairs(dataset) -> tuple[np.ndarray, np.ndarray]:
     return inter[dataset.uid_field].numpy(), inter[dataset.iid_field].numpy()
 
 
-def check_dataset_files(config) -> None:
-    """Fail early, in one line, when the atomic files of a dataset are not where RecBole looks."""
-    data_path = config["data_path"]
-    inter_file = os.path.join(data_path, f"{config['dataset']}.inter")
-    if config["benchmark_filename"] is None and not os.path.isfile(inter_file):
-        raise RecBoleLLMError(
-            f"Dataset '{config['dataset']}' not found: expected RecBole atomic files such as "
-            f"{inter_file}. Set --data_path to the folder that contains a '{config['dataset']}/' "
-            "folder (ml-100k is built in and needs no data_path)."
+def _inter_paths(config) -> list[str]:
+    """The `.inter` files RecBole will read: one, or one per part of a pre-split benchmark."""
+    folder, name = config["data_path"], config["dataset"]
+    parts = config["benchmark_filename"]
+    paths = (
+        [os.path.join(folder, f"{name}.inter")]
+        if parts is None
+        else [os.path.join(folder, f"{name}.{part}.inter") for part in parts]
+    )
+    for path in paths:
+        if not os.path.isfile(path):
+            raise RecBoleLLMError(
+                f"Dataset '{name}' not found: expected RecBole atomic files such as {path}. Set "
+                f"--data_path to the folder that contains a '{name}/' folder (ml-100k is built in and needs "
+                "no data_path)."
+            )
+    return paths
+
+
+def _needs_time(config) -> bool:
+    """Whether RecBole orders interactions by the time field (time-ordered split or sequences)."""
+    ordered = config["eval_args"]["order"] == "TO" or config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+    return ordered and config["benchmark_filename"] is None
+
+
+def _default_load_col(config, inter: AtomicFile) -> dict | None:
+    """RecBole's default `load_col` with every protocol field the `.inter` header has.
+
+    RecBole's default for a dataset it does not know by name loads only user and item ids, so the
+    time-ordered split fails on one's own data unless `load_col` is given by hand.
+    """
+    load_col = config["load_col"]
+    if load_col is None or load_col.get("inter") == "*":
+        return load_col
+    wanted = [*load_col.get("inter", []), *(config[key] for key in PROTOCOL_FIELDS)]
+    return {**load_col, "inter": [c for c in dict.fromkeys(wanted) if c in inter.types]}
+
+
+def _loaded_columns(config, inter: AtomicFile) -> list[str]:
+    """The `.inter` columns RecBole will load under `load_col` and `unload_col`."""
+    load_col, unload_col = config["load_col"], config["unload_col"] or {}
+    listed = inter.types if load_col is None or load_col.get("inter") == "*" else load_col.get("inter", [])
+    return [c for c in inter.types if c in listed and c not in unload_col.get("inter", [])]
+
+
+def _check_inter(config, inter: AtomicFile) -> None:
+    """Ids present and loaded, time present (or the missing_time fallback), float columns numeric."""
+    if not inter.has_rows():
+        raise inter.fail("the header has no rows below it", "add one interaction per line")
+    loaded = _loaded_columns(config, inter)
+    for key in ("USER_ID_FIELD", "ITEM_ID_FIELD"):
+        kind = key.split("_")[0].lower()
+        inter.require(config[key], f"name the {kind} id column '{config[key]}' in the header, or set {key}")
+        if config[key] not in loaded:
+            raise inter.fail(f"load_col['inter'] leaves out '{config[key]}'", "add it to load_col")
+    time = config["TIME_FIELD"]
+    if time in loaded and inter.types[time] != "float":
+        raise inter.fail(
+            f"column '{time}' is typed {inter.types[time]}, but interactions are ordered by it",
+            f"store numbers (e.g. Unix seconds) typed '{time}:float'",
         )
+    if time not in loaded and _needs_time(config) and config["missing_time"] == "error":
+        where = "load_col leaves out" if time in inter.types else "there is no"
+        raise inter.fail(
+            f"{where} '{time}' column to order interactions by (missing_time: error)",
+            f"add a '{time}:float' column, or set missing_time: position to order by position in the file",
+        )
+    floats = [c for c in loaded if inter.types[c] == "float"]
+    check_numbers(inter, floats, time=time if time in loaded and _needs_time(config) else None)
+
+
+def _check_features(config) -> None:
+    """Each `.item` / `.user` file beside the interactions names its id column and lists each id once."""
+    for suffix, key in (("item", "ITEM_ID_FIELD"), ("user", "USER_ID_FIELD")):
+        path = os.path.join(config["data_path"], f"{config['dataset']}.{suffix}")
+        if os.path.isfile(path):
+            features = read_atomic_file(path, config["field_separator"], config["encoding"])
+            features.require(config[key], f"name the {suffix} id column '{config[key]}' in the header")
+            check_unique_ids(features, config[key])
+
+
+def prepare_dataset_files(config) -> None:
+    """Check the dataset's atomic files and choose the `.inter` columns to load, before RecBole runs.
+
+    Each defect becomes one line naming the file, the column and the fix, instead of a traceback from
+    inside RecBole's loader. `load_col` is set only when the user did not give it.
+    """
+    if config["missing_time"] not in MISSING_TIME:
+        raise RecBoleLLMError(f"missing_time must be one of {MISSING_TIME}, not {config['missing_time']!r}.")
+    if _needs_time(config) and not config["TIME_FIELD"]:
+        raise RecBoleLLMError(
+            "Interactions are ordered by time (eval_args.order: TO), but TIME_FIELD is not set."
+        )
+    separator, encoding = config["field_separator"], config["encoding"]
+    inters = [read_atomic_file(path, separator, encoding) for path in _inter_paths(config)]
+    if "load_col" not in config.external_config_dict:
+        config["load_col"] = _default_load_col(config, inters[0])
+    for inter in inters:
+        _check_inter(config, inter)
+    _check_features(config)
+
+
+def _add_missing_time(config, dataset) -> None:
+    """Under `missing_time: position`, give a dataset loaded without its time field one: each row's position.
+
+    Loading and filtering keep the file's row order, so a user's last row becomes the test item and
+    the one before it the validation item, exactly as timestamps increasing down the file would.
+    """
+    time = config["TIME_FIELD"]
+    if not _needs_time(config) or time in dataset.inter_feat or config["missing_time"] != "position":
+        return
+    getLogger().warning(
+        f"{config['dataset']}: no '{time}' field loaded, so each user's interactions are ordered by their "
+        "position in the .inter file (set missing_time: error to refuse instead)."
+    )
+    dataset.inter_feat[time] = np.arange(len(dataset.inter_feat), dtype=np.float64)
+    dataset.set_field_property(time, FeatureType.FLOAT, FeatureSource.INTERACTION, 1)
 
 
 def load_split(config) -> Split:
     """Create the dataset and RecBole's train/valid/test loaders for `config`."""
     dataset = create_dataset(config)
+    _add_missing_time(config, dataset)
     inter = dataset.inter_feat  # still a DataFrame of every interaction, before augmentation
     shape = (dataset.user_num, dataset.item_num)
     seen = pair_matrix(inter[dataset.uid_field].to_numpy(), inter[dataset.iid_field].to_numpy(), shape)

@@ -8,7 +8,9 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from recbole.trainer import Trainer
 
+from recbole_llm.evaluation.resume import ResumableTraining
 from recbole_llm.evaluation.scoring import score_all_items, score_candidates
 from recbole_llm.evaluation.ties import TieAwareCollector
 
@@ -82,7 +84,14 @@ class ProtocolEvaluation:
 
 @functools.cache
 def with_protocol(trainer_class: type) -> type:
-    """`trainer_class` extended with `ProtocolEvaluation` (itself if it already is)."""
+    """`trainer_class` extended with `ProtocolEvaluation` (itself if it already is) and, for an
+    epoch-based RecBole `Trainer`, with `ResumableTraining`.
+
+    Resuming comes first so that its per-epoch save stays out of `epoch_seconds`.
+    """
     if issubclass(trainer_class, ProtocolEvaluation):
         return trainer_class
-    return type(trainer_class.__name__, (ProtocolEvaluation, trainer_class), {"__module__": __name__})
+    mixins = (ResumableTraining,) if issubclass(trainer_class, Trainer) else ()
+    return type(
+        trainer_class.__name__, (*mixins, ProtocolEvaluation, trainer_class), {"__module__": __name__}
+    )

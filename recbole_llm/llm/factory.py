@@ -22,6 +22,15 @@ def _langchain_model(spec):
     return target() if callable(target) and not hasattr(target, "invoke") else target
 
 
+def check_backend_name(kind) -> None:
+    """An unknown `llm_backend` fails before data or model loading."""
+    if not isinstance(kind, Backend) and kind not in BACKENDS:
+        raise RecBoleLLMError(
+            f"Unknown llm_backend {kind!r}; choose from {', '.join(BACKENDS)}."
+            + did_you_mean(str(kind), BACKENDS)
+        )
+
+
 def build_backend(config) -> Backend:
     """The backend named by `llm_backend`; from Python, `llm_backend` may also be a Backend object."""
     kind = config["llm_backend"]
@@ -68,10 +77,7 @@ def build_backend(config) -> Backend:
             )
         backend = LangChainBackend(_langchain_model(config["langchain_model"]))
     else:
-        raise RecBoleLLMError(
-            f"Unknown llm_backend {kind!r}; choose from {', '.join(BACKENDS)}."
-            + did_you_mean(str(kind), BACKENDS)
-        )
+        check_backend_name(kind)
     from recbole_llm.llm.cache import with_cache
 
     return with_cache(backend, None if config["no_cache"] else config["llm_cache_dir"])

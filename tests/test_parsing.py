@@ -1,8 +1,10 @@
+import time
+
 import numpy as np
 import pytest
 
 from recbole_llm.llm.parsing import ParseResult, ParseStats, parse_choice, parse_ranking, scores_from_order
-from recbole_llm.llm.prompts import candidate_labels
+from recbole_llm.llm.prompts import candidate_labels, quote_item
 
 LABELS = ["A", "B", "C", "D", "E"]
 TITLES = [
@@ -78,6 +80,31 @@ def test_titles_without_labels_are_matched_forgivingly():
     assert result.order == [1, 3, 0, 2]
     assert result.by_title == 4
     assert order("My top pick is The American President (1995), for sure") == [3], "a title inside prose"
+
+
+def test_titles_are_read_with_or_without_the_quotes_the_prompt_puts_around_them():
+    assert order('1. C. "Heat (1995)"\n2. "Titanic (1997)"\n3. \u201cToy Story\u201d') == [2, 1, 0]
+    assert order('"B" > "A" > "E"') == [1, 0, 4]
+    assert order('"American President, The (1995)" > Heat') == [3, 2]
+
+
+def test_every_title_as_the_prompt_quotes_it_is_read_back():
+    titles = ['Say "Hi" (2001)', 'Ten"Four (1999)', "Schindler's List (1993)", "Heat\n(1995)", "Up (2009)"]
+    shown = [quote_item(t) for t in titles]
+    assert order("\n".join(reversed(shown)), LABELS, titles) == [4, 3, 2, 1, 0]
+    assert order("\n".join(t.replace("\n", " ") for t in titles), LABELS, titles) == [0, 1, 2, 3, 4], (
+        "unquoted"
+    )
+
+
+def test_an_answer_that_repeats_itself_is_read_once_per_distinct_line():
+    """Small models loop until the token budget ends; each repeat used to be matched against every
+    title again (2.5 s for this answer)."""
+    text = "Titanc (1997) > the heat of it > " * 3000 + "\nC"
+    start = time.perf_counter()
+    result = parse_ranking(text, LABELS, TITLES)
+    assert time.perf_counter() - start < 0.5
+    assert result.order == [1, 2] and result.by_title == 1
 
 
 def test_a_trailing_article_in_a_title_is_not_a_label():

@@ -41,8 +41,10 @@ def test_unknown_label_style_is_a_user_error():
 
 
 def test_history_is_numbered_oldest_first_and_candidates_sit_behind_labels():
-    assert format_history(["Heat (1995)", "Alien (1979)"]) == "1. Heat (1995)\n2. Alien (1979)"
-    assert format_candidates(["A", "B"], ["Up (2009)", "Cars (2006)"]) == "A. Up (2009)\nB. Cars (2006)"
+    assert format_history(["Heat (1995)", "Alien (1979)"]) == '1. "Heat (1995)"\n2. "Alien (1979)"'
+    assert format_candidates(["A", "B"], ["Up (2009)", "Cars (2006)"]) == 'A. "Up (2009)"\nB. "Cars (2006)"'
+    assert format_history(["Heat (1995)"], quote=False) == "1. Heat (1995)"
+    assert format_candidates(["A"], ["Up (2009)"], quote=False) == "A. Up (2009)"
     with pytest.raises(ValueError):
         format_candidates(["A"], ["Up (2009)", "Cars (2006)"])
 
@@ -65,14 +67,14 @@ def test_built_in_modes_are_the_four_documented_ones():
 
 def test_listwise_prompt_lists_history_in_order_and_labelled_candidates():
     user = _build("listwise", "sequential").user
-    assert "1. Heat (1995)\n2. Alien (1979)\n3. Fargo (1996)" in user
-    assert "A. Toy Story (1995)\nB. Titanic (1997)\nC. Up (2009)" in user
+    assert '1. "Heat (1995)"\n2. "Alien (1979)"\n3. "Fargo (1996)"' in user
+    assert 'A. "Toy Story (1995)"\nB. "Titanic (1997)"\nC. "Up (2009)"' in user
     assert "rank these 3 movies" in user
 
 
 @pytest.mark.parametrize("mode", ["listwise", "verbalizer", "pointwise", "pairwise"])
 def test_recency_sentence_only_in_the_recency_focused_strategy(mode):
-    sentence = "the one I interacted with most recently is Fargo (1996)"
+    sentence = 'the one I interacted with most recently is "Fargo (1996)"'
     assert sentence in _build(mode, "recency_focused").user
     assert "most recently" not in _build(mode, "sequential").user
     assert "most recently" not in _build(mode, "icl").user
@@ -81,19 +83,19 @@ def test_recency_sentence_only_in_the_recency_focused_strategy(mode):
 @pytest.mark.parametrize("mode", ["listwise", "verbalizer", "pointwise", "pairwise"])
 def test_icl_example_is_built_from_the_users_own_last_item(mode):
     user = _build(mode, "icl").user
-    assert "1. Heat (1995)\n2. Alien (1979)\n" in user
-    assert "3. Fargo (1996)" not in user, "the last item is the example's answer, not history"
+    assert '1. "Heat (1995)"\n2. "Alien (1979)"\n' in user
+    assert '3. "Fargo (1996)"' not in user, "the last item is the example's answer, not history"
     assert user.count("Fargo (1996)") == 2, "the example's answer, then 'now that I've interacted with'"
-    assert "Now that I've interacted with Fargo (1996)" in user
+    assert 'Now that I\'ve interacted with "Fargo (1996)"' in user
     other = _build(mode, "icl", history=["Big (1988)", "Jaws (1975)"]).user
-    assert other.count("Jaws (1975)") == 2 and "Fargo" not in other and "1. Big (1988)\n" in other
+    assert other.count("Jaws (1975)") == 2 and "Fargo" not in other and '1. "Big (1988)"\n' in other
 
 
 def test_pairwise_and_pointwise_fill_their_candidate_placeholders():
     pair = _build("pairwise", "sequential").user
-    assert "A. Toy Story (1995)\nB. Titanic (1997)" in pair
+    assert 'A. "Toy Story (1995)"\nB. "Titanic (1997)"' in pair
     point = _build("pointwise", "sequential").user
-    assert "Will I like Toy Story (1995)? Answer Yes or No." in point
+    assert 'Will I like "Toy Story (1995)"? Answer Yes or No.' in point
     template = load_template("pairwise", "sequential")
     with pytest.raises(RecBoleLLMError, match=r"'pairwise/sequential' uses the placeholder \{first\}"):
         build_prompt(template, "sequential", HISTORY, CANDIDATES, candidate_labels(3), "movies")
@@ -112,7 +114,7 @@ def test_overrides_from_a_config_dict_replace_only_the_given_fields():
     built_in = load_template("listwise", "sequential")
     assert template.system == built_in.system and template.fuzzy_cutoff == built_in.fuzzy_cutoff
     prompt = build_prompt(template, "sequential", HISTORY[:1], CANDIDATES[:2], ["A", "B"], "movies")
-    assert prompt.user == "Seen: 1. Heat (1995)\nPick from: A. Toy Story (1995)\nB. Titanic (1997)"
+    assert prompt.user == 'Seen: 1. "Heat (1995)"\nPick from: A. "Toy Story (1995)"\nB. "Titanic (1997)"'
     assert prompt.answer_prefix == "Ranking:"
     assert _build("listwise", "sequential", overrides={"system": None}).system is None
 

@@ -1,7 +1,9 @@
 """Reading rankings out of free-text LLM answers, forgivingly, and counting the answers that fail.
 
 Small models rarely answer in the asked format, so a list-wise answer is read in segments (lines,
-further split at ">", ";", "|") and each segment gives candidates by the first rule that applies:
+further split at ">", ";", "|") and each segment gives candidates by the first rule that applies.
+Emphasis, backticks and double quotes are dropped first: prompts quote every title (prompts.quote_item),
+and a model may echo a title with or without its quotes.
 
 1. Leading numbering and bullets ("1.", "2)", "#3:", "-", "*") are list positions, not labels, and
    are dropped when more text follows. So with letter labels "1. B. Titanic" is B, and with number
@@ -31,8 +33,11 @@ import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+
+from recbole_llm.llm.prompts import DOUBLE_QUOTES
 
 _SEGMENT_SPLIT = re.compile(r"[\n>→;|]")
 _NUMBERING = re.compile(r"^\s*(?:[-•]\s*)*(?:(?:#\s*)?\d+\s*[.):]|\(\d+\))\s*(?=\S)")
@@ -41,6 +46,8 @@ _PLAIN_HEAD = re.compile(r"^\s*([^\W_]+)\s*(?:[.):\-–]|$)")
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 _YEAR = re.compile(r"\(\s*\d{4}\s*\)\s*$")
 _ARTICLE = re.compile(r"^(.*), (the|a|an)$")
+_MARKUP = str.maketrans("", "", "*`" + DOUBLE_QUOTES)  # emphasis, code and the quotes around titles
+_JOINING = str.maketrans("", "", "'" + DOUBLE_QUOTES)  # "Schindler's", and Say"Hi" shown as Say'Hi'
 
 
 @dataclass
@@ -62,11 +69,11 @@ class ParseResult:
 
 def parse_ranking(text: str, labels: list[str], titles: list[str], fuzzy_cutoff: float = 0.85) -> ParseResult:
     """The candidates an answer ranks, best first, by the rules in the module docstring."""
-    text = text.replace("*", "").replace("`", "")
-    keys = [_normalise(t) for t in titles]
-    result, label_hits = _parse(text, _finder(labels, fold=False), keys, fuzzy_cutoff)
+    text = text.translate(_MARKUP)
+    index = _Titles(titles, fuzzy_cutoff)
+    result, label_hits = _parse(text, _finder(labels, fold=False), index)
     if label_hits == 0:
-        result, _ = _parse(text, _finder(labels, fold=True), keys, fuzzy_cutoff)
+        result, _ = _parse(text, _finder(labels, fold=True), index)
     return result
 
 
@@ -124,20 +131,15 @@ def _finder(labels: list[str], fold: bool) -> Callable[[str], int | None]:
     return lambda token: index.get(token.lower())
 
 
-def _parse(
-    text: str, find: Callable[[str], int | None], keys: list[str], cutoff: float
-) -> tuple[ParseResult, int]:
-    """The result, and how many segments gave labels (as opposed to titles)."""
+def _parse(text: str, find: Callable[[str], int | None], titles: _Titles) -> tuple[ParseResult, int]:
+    """The result, and how many segments gave labels (as opposed to titles). Each distinct segment is
+    read once: small models often repeat themselves until they run out of tokens."""
     result, label_hits = ParseResult([]), 0
+    readings: dict[str, tuple[list[int], bool]] = {}
     for segment in _SEGMENT_SPLIT.split(text):
-        segment = _NUMBERING.sub("", segment, count=1)
-        head = _BRACKETED_HEAD.match(segment) or _PLAIN_HEAD.match(segment)
-        if head and (index := find(head.group(1))) is not None:
-            found, from_title = [index], False
-        elif (index := _match_title(segment, keys, cutoff)) is not None:
-            found, from_title = [index], True
-        else:
-            found, from_title = _scan(segment, find), False
+        if segment not in readings:
+            readings[segment] = _read(segment, find, titles)
+        found, from_title = readings[segment]
         label_hits += bool(found) and not from_title
         for index in found:
             if index not in result.order:
@@ -146,23 +148,60 @@ def _parse(
     return result, label_hits
 
 
+def _read(segment: str, find: Callable[[str], int | None], titles: _Titles) -> tuple[list[int], bool]:
+    """The candidates one segment gives, and whether by title (rules 1-4 of the module docstring)."""
+    segment = _NUMBERING.sub("", segment, count=1)
+    head = _BRACKETED_HEAD.match(segment) or _PLAIN_HEAD.match(segment)
+    if head and (index := find(head.group(1))) is not None:
+        return [index], False
+    if (index := titles.match(segment)) is not None:
+        return [index], True
+    return _scan(segment, find), False
+
+
 def _normalise(title: str) -> str:
     """Lower case, no trailing year, "Matrix, The" -> "the matrix", punctuation as spaces."""
     title = _YEAR.sub("", title.strip()).strip().lower()
     title = _ARTICLE.sub(r"\2 \1", title)
-    return " ".join(_TOKEN.findall(title.replace("'", "")))
+    return " ".join(_TOKEN.findall(title.translate(_JOINING)))
 
 
-def _match_title(segment: str, keys: list[str], cutoff: float) -> int | None:
-    text = _normalise(segment)
-    if not text:
-        return None
-    ratios = [difflib.SequenceMatcher(None, text, key).ratio() for key in keys]
-    if ratios and max(ratios) >= cutoff:
-        return ratios.index(max(ratios))
-    padded = f" {text} "
-    contained = [i for i, key in enumerate(keys) if " " in key and f" {key} " in padded]
-    return max(contained, key=lambda i: len(keys[i]), default=None)
+class _Titles:
+    """The candidates' normalised titles, each with a difflib matcher built once per answer, and only
+    for an answer that has a segment without a label (building them is the costly part); each
+    distinct segment text is matched once (repeats, and the second, case-insensitive pass, cost nothing)."""
+
+    def __init__(self, titles: list[str], cutoff: float):
+        self.keys = [_normalise(t) for t in titles]
+        self.cutoff = cutoff
+        self.seen: dict[str, int | None] = {"": None}
+
+    @cached_property
+    def matchers(self) -> list[difflib.SequenceMatcher]:
+        return [difflib.SequenceMatcher(None, b=key) for key in self.keys]
+
+    def match(self, segment: str) -> int | None:
+        """Rule 3 of the module docstring: the most similar title, else the longest one contained."""
+        text = _normalise(segment)
+        if text not in self.seen:
+            self.seen[text] = self._closest(text)
+        return self.seen[text]
+
+    def _closest(self, text: str) -> int | None:
+        ratios = [self._similarity(matcher, text) for matcher in self.matchers]
+        if ratios and max(ratios) >= self.cutoff:
+            return ratios.index(max(ratios))
+        padded = f" {text} "
+        contained = [i for i, key in enumerate(self.keys) if " " in key and f" {key} " in padded]
+        return max(contained, key=lambda i: len(self.keys[i]), default=None)
+
+    def _similarity(self, matcher: difflib.SequenceMatcher, text: str) -> float:
+        """difflib's ratio, or 0.0 when its cheap upper bounds are below the cutoff already (as in
+        difflib.get_close_matches): a long line would otherwise cost time quadratic in its length."""
+        matcher.set_seq1(text)
+        if matcher.real_quick_ratio() < self.cutoff or matcher.quick_ratio() < self.cutoff:
+            return 0.0
+        return matcher.ratio()
 
 
 def _scan(segment: str, find: Callable[[str], int | None]) -> list[int]:

@@ -14,9 +14,9 @@ Layout: `properties/prompts/<mode>.yaml` maps `defaults` and each strategy to te
 then the strategy's entry, then the user's overrides. Texts are str.format strings (write literal
 braces as {{ }}); `build_prompt` fills:
 
-  {history}     numbered history titles, oldest first ("1. Heat (1995)"); for `icl` all but the last
+  {history}     numbered history titles, oldest first ('1. "Heat (1995)"'); for `icl` all but the last
   {recent}      title of the most recent history item
-  {candidates}  labelled candidates ("A. Toy Story (1995)"), one a line
+  {candidates}  labelled candidates ('A. "Toy Story (1995)"'), one a line
   {n}           number of candidates
   {domain}      plural noun of the items ("movies", "products")
   {item}        the only candidate's title (point-wise: exactly one candidate)
@@ -26,11 +26,16 @@ braces as {{ }}); `build_prompt` fills:
 and any extra field the caller passes (it wins over these). The built-in texts say "interacted with"
 where Hou et al. say "watched" or "purchased", so that one text serves every dataset; override `user`
 for the paper's exact wording.
+
+Item text is data, not instructions: every title in these fields goes through `quote_item`, which puts
+it in double quotes on one line, so a title can neither start a prompt line nor end its own quotes
+(`quote=False` renders titles raw, only to measure what the quoting buys).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -42,6 +47,10 @@ from recbole_llm.llm.backend import Prompt
 
 STRATEGIES = ("sequential", "recency_focused", "icl")
 LABEL_STYLES = ("letters", "numbers")
+DOUBLE_QUOTES = '"\u201c\u201d\u201e\u201f\u2033\uff02'  # ASCII, typographic and full-width
+_TO_SINGLE = str.maketrans(dict.fromkeys(DOUBLE_QUOTES, "'"))
+# Whitespace of any kind (line and paragraph separators included) and control characters.
+_LINE_BREAKING = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
 
 
 @dataclass(frozen=True)
@@ -139,18 +148,29 @@ def candidate_labels(n: int, style: str = "letters") -> list[str]:
     return labels
 
 
-def format_history(titles: list[str]) -> str:
+def quote_item(text: str) -> str:
+    """An item's text as a prompt shows it: in double quotes, its own double quotes made single and
+    every run of whitespace or control characters one space. A title that says "Ignore the list",
+    mimics a label line ("B. Titanic") or carries newlines thus stays one quoted string on its line."""
+    return '"' + _LINE_BREAKING.sub(" ", text.translate(_TO_SINGLE)).strip() + '"'
+
+
+def _shown(text: str, quote: bool) -> str:
+    return quote_item(text) if quote else text
+
+
+def format_history(titles: list[str], quote: bool = True) -> str:
     """History titles numbered from 1, one a line, oldest first."""
-    return "\n".join(f"{i}. {title}" for i, title in enumerate(titles, start=1))
+    return "\n".join(f"{i}. {_shown(title, quote)}" for i, title in enumerate(titles, start=1))
 
 
-def format_candidates(labels: list[str], titles: list[str]) -> str:
+def format_candidates(labels: list[str], titles: list[str], quote: bool = True) -> str:
     """Candidate titles behind their labels, one a line."""
-    return "\n".join(_labelled(labels, titles))
+    return "\n".join(_labelled(labels, titles, quote))
 
 
-def _labelled(labels: list[str], titles: list[str]) -> list[str]:
-    return [f"{label}. {title}" for label, title in zip(labels, titles, strict=True)]
+def _labelled(labels: list[str], titles: list[str], quote: bool) -> list[str]:
+    return [f"{label}. {_shown(title, quote)}" for label, title in zip(labels, titles, strict=True)]
 
 
 def build_prompt(
@@ -160,22 +180,23 @@ def build_prompt(
     candidate_titles: list[str],
     labels: list[str],
     domain: str,
+    quote: bool = True,
     **extra,
 ) -> Prompt:
     """The prompt for one user and candidate list; `icl` shows all but the last history item, which
-    becomes the example's answer ({recent})."""
+    becomes the example's answer ({recent}). `quote=False` shows item text raw (see the module doc)."""
     _check_strategy(strategy)
     shown = history_titles[:-1] if strategy == "icl" else history_titles
-    lines = _labelled(labels, candidate_titles)
+    lines = _labelled(labels, candidate_titles, quote)
     fields = {
-        "history": format_history(shown),
-        "recent": history_titles[-1] if history_titles else "",
+        "history": format_history(shown, quote),
+        "recent": _shown(history_titles[-1], quote) if history_titles else "",
         "candidates": "\n".join(lines),
         "n": len(candidate_titles),
         "domain": domain,
     }
     if len(lines) == 1:
-        fields["item"] = candidate_titles[0]
+        fields["item"] = _shown(candidate_titles[0], quote)
     if len(lines) == 2:
         fields["first"], fields["second"] = lines
     return template.render(**{**fields, **extra})

@@ -21,7 +21,7 @@ import numpy as np
 
 from recbole_llm.errors import RecBoleLLMError, did_you_mean
 from recbole_llm.llm.backend import Backend, UnsupportedRequest
-from recbole_llm.llm.parsing import ParseStats, parse_choice, parse_ranking, scores_from_order
+from recbole_llm.llm.parsing import ParseResult, ParseStats, parse_choice, parse_ranking, scores_from_order
 from recbole_llm.llm.prompts import build_prompt, candidate_labels, load_template
 
 
@@ -35,7 +35,7 @@ class RankRequest:
 
 @dataclass
 class Usage:
-    """Cost of a run, summed over every LLM call (cache hits included: what the ranking costs)."""
+    """Cost of a run, summed over every prompt answered (cache hits included: what the ranking costs)."""
 
     calls: int = 0
     prompt_tokens: int = 0
@@ -56,6 +56,7 @@ class RankingMode(abc.ABC):
         self.domain = config["domain"]
         self.label_style = config["label_style"]
         self.max_new_tokens = config["max_new_tokens"]
+        self.quote = config["quote_item_text"]
         self.template = load_template(self.name, self.strategy, config["prompt_template"])
         self.reset()
 
@@ -67,7 +68,8 @@ class RankingMode(abc.ABC):
         """The prompt for `request`, showing `shown` (default: all its candidates), labelled."""
         shown = list(request.candidates) if shown is None else shown
         labels = candidate_labels(len(shown), self.label_style)
-        return build_prompt(self.template, self.strategy, list(request.history), shown, labels, self.domain)
+        history = list(request.history)
+        return build_prompt(self.template, self.strategy, history, shown, labels, self.domain, self.quote)
 
     @abc.abstractmethod
     def score(self, requests: list[RankRequest]) -> list[np.ndarray]:
@@ -75,7 +77,7 @@ class RankingMode(abc.ABC):
 
     def report(self) -> dict:
         return {
-            "llm_calls": self.usage.calls,
+            "requests": self.usage.calls,  # prompts answered, from the cache or by the LLM
             "prompt_tokens": self.usage.prompt_tokens,
             "output_tokens": self.usage.output_tokens,
         }
@@ -168,19 +170,33 @@ class Pairwise(RankingMode):
             for a in answers:
                 self.usage.add(a.prompt_tokens, a.output_tokens)
             choices = [parse_choice(a.text, labels) for a in answers]
+            for c in choices:  # naming the winner orders both candidates; naming none is malformed
+                self.parse_stats.add(ParseResult([] if c is None else [c, 1 - c]), len(labels))
             return [None if c is None else c == 0 for c in choices]
         for a in logits:
             self.usage.add(a.prompt_tokens)
         return [a.logits[0] > a.logits[1] if a.logits[0] != a.logits[1] else None for a in logits]
 
+    def report(self) -> dict:
+        """Parse statistics only when answers were generated (a backend without logits)."""
+        parsed = self.parse_stats.as_dict() if self.parse_stats.answers else {}
+        return {**super().report(), **parsed}
+
 
 MODES: dict[str, type[RankingMode]] = {m.name: m for m in (Listwise, Verbalizer, Pointwise, Pairwise)}
 
 
-def make_mode(backend: Backend, config) -> RankingMode:
+def check_mode_config(config) -> None:
+    """Fail on an unknown mode, strategy, label style or template field before anything is loaded."""
     name = config["ranking_mode"]
     if name not in MODES:
         raise RecBoleLLMError(
             f"Unknown ranking_mode {name!r}; choose from {', '.join(MODES)}." + did_you_mean(str(name), MODES)
         )
-    return MODES[name](backend, config)
+    load_template(name, config["prompt_strategy"], config["prompt_template"])
+    candidate_labels(1, config["label_style"])
+
+
+def make_mode(backend: Backend, config) -> RankingMode:
+    check_mode_config(config)
+    return MODES[config["ranking_mode"]](backend, config)

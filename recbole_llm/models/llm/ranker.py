@@ -16,10 +16,10 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from tqdm import tqdm
 
-from recbole_llm.data.item_text import item_texts
+from recbole_llm.data.item_text import check_item_text_fields, item_texts
 from recbole_llm.errors import RecBoleLLMError
-from recbole_llm.llm.factory import build_backend
-from recbole_llm.models.llm.modes import RankRequest, make_mode
+from recbole_llm.llm.factory import build_backend, check_backend_name
+from recbole_llm.models.llm.modes import RankRequest, check_mode_config, make_mode
 
 
 def borda_points(scores: np.ndarray) -> np.ndarray:
@@ -41,13 +41,20 @@ class LLMRanker(SequentialRecommender):
         self.seed = int(config["seed"])
         self.show_progress = bool(config["show_progress"])
         self.users_per_call = int(config["llm_batch_size"])
-        if self.bootstrap < 1:
-            raise RecBoleLLMError(f"bootstrap must be >= 1 (1: no bootstrapping), not {self.bootstrap}.")
         self.texts = item_texts(config, dataset, config["item_text"])
         self.backend = build_backend(config)
         self.mode = make_mode(self.backend, config)
         self.seconds, self.users = 0.0, 0
         self._cache_seen = self._cache_counts()
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Settings that would otherwise fail only after the data and the LLM are loaded."""
+        if int(config["bootstrap"]) < 1:
+            raise RecBoleLLMError(f"bootstrap must be >= 1 (1: no bootstrapping), not {config['bootstrap']}.")
+        check_mode_config(config)
+        check_backend_name(config["llm_backend"])
+        check_item_text_fields(config, config["item_text"])
 
     def calculate_loss(self, interaction):
         raise RecBoleLLMError("LLMRanker is zero-shot: it has nothing to train (use epochs: 0).")
@@ -119,14 +126,18 @@ class LLMRanker(SequentialRecommender):
         users = max(self.users, 1)
         counts = self._cache_counts()
         hits, misses = (now - before for now, before in zip(counts, self._cache_seen))
-        # Cached answers cost nothing: a resumed run spreads its time over the share of users it asked.
-        asked = users * misses / (hits + misses) if misses else users
+        cached = hasattr(self.backend, "hits")
+        # Cached answers cost nothing: a resumed run spreads its time over the share of users it asked,
+        # and a run answered wholly from the cache measured no LLM time at all (None, not ~0).
+        asked = users * misses / (hits + misses) if misses else (0 if cached and hits else users)
         report = {
             **report,
+            # Calls that reached the LLM: cache hits are answers, not calls.
+            "llm_calls": misses if cached else report["requests"],
             "users": self.users,
-            "seconds_per_user": self.seconds / asked,
+            "seconds_per_user": self.seconds / asked if asked else None,
             "tokens_per_user": (report["prompt_tokens"] + report["output_tokens"]) / users,
-            **({"hits": hits, "misses": misses} if hasattr(self.backend, "hits") else {}),
+            **({"hits": hits, "misses": misses} if cached else {}),
         }
         self.mode.reset()
         self.seconds, self.users, self._cache_seen = 0.0, 0, counts

@@ -106,6 +106,6 @@ def test_model_listing_survives_a_closed_pipe():
     import sys
 
     code = "import sys; from recbole_llm.cli import main; sys.exit(main(['models']))"
-    shell = f"{sys.executable} -c \"{code}\" | true; echo ${{PIPESTATUS[0]}}"
+    shell = f'{sys.executable} -c "{code}" | true; echo ${{PIPESTATUS[0]}}'
     proc = subprocess.run(["bash", "-c", shell], capture_output=True, text=True)
     assert proc.stdout == "0\n" and proc.stderr == ""

@@ -129,12 +129,13 @@ def _retriever(config: Config, saved: bool):
         other = train(protocol.model, config["dataset"], None, retriever_config(config, protocol), saved)
         ds, split = other.split.dataset, other.split
         wanted = np.asarray(ds.token2id(ds.uid_field, user_tokens), dtype=np.int64)
-        users, scores = score_loader(other.model, split.test, other.config["eval_batch_size"])
+        history = split.history("test")
+        batch_size = other.config["eval_batch_size"]
+        users, scores = score_loader(other.model, split.test, batch_size, protocol.size, history)
         row_of = {int(u): r for r, u in enumerate(users)}
         scores = scores[[row_of[int(u)] for u in wanted]].numpy()
         rng = np.random.default_rng(protocol.seed)
         positives = group_by_user(*split.test_pairs)
-        history = split.history("test")
         top = top_n(scores, history, wanted, positives, protocol.size, protocol.include_ground_truth, rng)
         return [list(r) for r in ds.id2token(ds.iid_field, top)]
 

@@ -34,13 +34,24 @@ def score_all_items(model, interaction, n_items: int, item_features, max_rows: i
 
 
 @torch.no_grad()
-def score_loader(model, loader, max_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(users, scores over all items) for every row of a full-sort evaluation loader."""
+def score_loader(
+    model, loader, max_rows: int, top_k: int | None = None, exclude=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(users, scores over all items) for every row of a full-sort evaluation loader.
+
+    With `top_k`, a model that has an index (`retrieve`) scores only each user's top-k items outside
+    `exclude` (a user x item matrix), the rest -inf: the cost of a real retrieval stage.
+    """
     model.eval()
     dataset = loader._dataset
     item_features = dataset.get_item_feature()
     users, scores = [], []
     for interaction, *_ in loader:
         users.append(interaction[dataset.uid_field])
-        scores.append(score_all_items(model, interaction, dataset.item_num, item_features, max_rows).cpu())
+        if top_k is not None and hasattr(model, "retrieve"):
+            items, top = model.retrieve(interaction, top_k, exclude)
+            batch = torch.full((len(items), dataset.item_num), -torch.inf).scatter_(1, items.cpu(), top.cpu())
+        else:
+            batch = score_all_items(model, interaction, dataset.item_num, item_features, max_rows).cpu()
+        scores.append(batch)
     return torch.cat(users), torch.cat(scores)

@@ -1,0 +1,1 @@
+"""Text-embedding retrievers: items and users embedded by a sentence encoder, searched with FAISS."""

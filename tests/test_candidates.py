@@ -75,6 +75,7 @@ def test_retriever_top_n_masks_history_and_forces_the_ground_truth_in():
 def test_protocol_labels_carry_users_and_seed():
     assert parse_protocol("full").label == "full"
     assert parse_protocol("full", eval_users=50, seed=3).label == "full-50u-s3"
+    assert parse_protocol({"type": "full", "cold_items": 5}).label == "full-cold5"
     assert parse_protocol({"type": "uniform", "size": 20}).label == "uniform20-s2020"
     assert parse_protocol({"type": "uniform", "size": 20, "eval_users": 200}).label == "uniform20-200u-s2020"
     assert (
@@ -98,6 +99,7 @@ def test_protocol_validation():
         ({"type": "uniform", "size": 5, "eval_users": 0}, "eval_users must be a positive integer"),
         ({"type": "file", "path": "/no/such.tsv"}, "Candidate file not found"),
         (["full"], "type name or a mapping"),
+        ({"type": "full", "cold_items": -1}, "cold_items must be an integer >= 0"),
     ]:
         with pytest.raises(RecBoleLLMError, match=message):
             parse_protocol(bad)

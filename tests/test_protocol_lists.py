@@ -27,7 +27,8 @@ def test_models(monkeypatch):
 
 def lists_of(trained, protocol) -> dict[str, list[str]]:
     """user token -> candidate item tokens, read back from the loader the trainer evaluates."""
-    loader = evaluate(trained, [protocol]) and trained.test_loaders[next(reversed(trained.test_loaders))]
+    (label,) = evaluate(trained, [protocol]).test
+    loader = trained.test_loaders[label]
     ds = trained.split.dataset
     users = np.unique(loader._dataset.inter_feat[ds.uid_field].numpy())
     cands = loader.protocol.candidates[users].numpy()
@@ -165,3 +166,36 @@ def test_protocols_evaluated_in_one_run_keep_their_own_lists(tiny):
     assert together.test == alone
     assert together.test["full"] != together.test["uniform8-s2020"]
     assert together.lists["full"]["lists_sha256"] != together.lists["uniform8-s2020"]["lists_sha256"]
+
+
+def training_counts_from_file(path) -> tuple[dict[str, int], dict[str, str]]:
+    """Item training counts and each user's test item, from the raw .inter file (leave-one-out by time)."""
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+    by_user: dict[str, list[tuple[float, str]]] = {}
+    for user, item, time in rows:
+        by_user.setdefault(user, []).append((float(time), item))
+    counts: dict[str, int] = {}
+    test: dict[str, str] = {}
+    for user, events in by_user.items():
+        items = [i for _, i in sorted(events)]
+        test[user] = items[-1]
+        for item in set(items[:-2]):
+            counts[item] = counts.get(item, 0) + 1
+    return counts, test
+
+
+def test_cold_item_protocol_keeps_the_cases_with_rare_ground_truth_and_their_lists(tiny, tmp_path):
+    counts, test = training_counts_from_file(tmp_path / "data" / "tiny" / "tiny.inter")
+    threshold = sorted(counts.get(test[u], 0) for u in test)[len(test) // 2]
+    expected = sorted(u for u in test if counts.get(test[u], 0) <= threshold)
+    assert 0 < len(expected) < len(test), "the threshold must split the users, or this test shows nothing"
+    cold = {**UNIFORM8, "cold_items": threshold}
+    trained = train("ItemIdScorer", "tiny", config_dict=tiny)
+    result = evaluate(trained, [cold, UNIFORM8])
+    label = f"uniform8-cold{threshold}-s2020"
+    assert result.n_users[label] == len(expected)
+    cold_lists = lists_of(trained, cold)
+    assert sorted(cold_lists) == expected
+    everyone = lists_of(trained, UNIFORM8)
+    assert all(everyone[u] == cold_lists[u] for u in expected), "the same lists as the whole protocol"
+    assert result.lists[label]["set_sha256"] == result.lists["uniform8-s2020"]["set_sha256"]

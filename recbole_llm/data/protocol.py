@@ -111,6 +111,15 @@ def _read_file(split: Split, protocol: File) -> CandidateSet:
     return CandidateSet(listed.users, [list(r) for r in items])
 
 
+def _cold_users(split: Split, users: list[str], max_count: int) -> list[str]:
+    """The `users` whose test item has at most `max_count` training interactions (cold items)."""
+    ds = split.dataset
+    counts = np.asarray(split.history("valid").sum(axis=0)).ravel()  # every interaction before valid/test
+    truth = group_by_user(*split.test_pairs)
+    ids = _to_ids(ds, ds.uid_field, users)
+    return [u for u, i in zip(users, ids) if counts[truth[int(i)]].max() <= max_count]
+
+
 def _pool_set(config, split: Split, protocol: Protocol, retrieve: Retrieve | None) -> CandidateSet:
     """The lists of every user the protocol can evaluate; drawn lists are stored and reused."""
     if isinstance(protocol, Full):
@@ -155,7 +164,10 @@ def build_test_loader(config, split: Split, protocol: Protocol, retrieve: Retrie
     """RecBole's test loader restricted to the evaluated users, carrying its `protocol`."""
     ds = split.dataset
     pool = _pool_set(config, split, protocol, retrieve)
-    cs = pool.subset(select_users(pool.users, protocol.eval_users, protocol.seed))
+    eligible = (
+        pool.users if protocol.cold_items is None else _cold_users(split, pool.users, protocol.cold_items)
+    )
+    cs = pool.subset(select_users(eligible, protocol.eval_users, protocol.seed))
     users = _to_ids(ds, ds.uid_field, cs.users)
     candidates = None
     if cs.items is not None:

@@ -1,8 +1,9 @@
 """Test protocols, one class per type: which users are evaluated and what each one's model ranks.
 
 A protocol is parsed and validated once (`parse_protocol`). Its fields are its identity: type,
-parameters, `eval_users` and `seed` all decide the evaluated lists, so all of them are in its
-`label` (tables, result files) and, with the sampler's version, in the key of its stored lists.
+parameters, `eval_users`, `seed` and `cold_items` all decide the evaluated lists, so all of them are
+in its `label` (tables, result files); the key of its stored lists holds what decides the lists of
+every test user (with the sampler's version), so that subsets of users rank the same lists.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Protocol:
     ranks_all_items: ClassVar[bool] = False
     eval_users: int | None = None
     seed: int = DEFAULT_SEED
+    # Only test cases whose ground-truth item has at most this many training interactions.
+    cold_items: int | None = None
 
     @property
     def name(self) -> str:
@@ -43,16 +46,17 @@ class Protocol:
     @property
     def label(self) -> str:
         """Name in tables and result files: 'full', 'uniform20-s2020', 'uniform20-200u-s2020'."""
+        cold = [] if self.cold_items is None else [f"cold{self.cold_items}"]
         users = [] if self.eval_users is None else [f"{self.eval_users}u"]
-        return "-".join([self.name, *users, *([f"s{self.seed}"] if self.seeded else [])])
+        return "-".join([self.name, *cold, *users, *([f"s{self.seed}"] if self.seeded else [])])
 
     def identity(self) -> dict:
         """Everything that decides the evaluated lists (JSON-safe), for keys and result records."""
         return {"type": self.type, **dataclasses.asdict(self), "sampler_version": SAMPLER_VERSION}
 
     def set_identity(self) -> dict:
-        """What decides the lists of the whole user pool (the stored set): all but `eval_users`."""
-        return {k: v for k, v in self.identity().items() if k != "eval_users"}
+        """What decides the lists of every test user (the stored set): not who is evaluated."""
+        return {k: v for k, v in self.identity().items() if k not in ("eval_users", "cold_items")}
 
     def validate(self) -> None:
         users = self.eval_users
@@ -60,6 +64,9 @@ class Protocol:
             raise RecBoleLLMError(f"eval_users must be a positive integer or null (all), not {users!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise RecBoleLLMError(f"The protocol seed must be an integer, not {self.seed!r}.")
+        cold = self.cold_items
+        if cold is not None and (isinstance(cold, bool) or not isinstance(cold, int) or cold < 0):
+            raise RecBoleLLMError(f"candidates.cold_items must be an integer >= 0 or null, not {cold!r}.")
 
     def check_model(self, model_name: str, model_class: type) -> None:
         """Fail before any work when the model cannot be evaluated under this protocol."""

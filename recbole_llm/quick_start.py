@@ -115,11 +115,17 @@ _SHARED_WITH_RETRIEVER = (
 )
 
 
-def retriever_config(config: Config, protocol: Retriever) -> dict:
-    """Config of the retriever model: the run's shared settings plus `protocol.retriever_config`."""
+def stage_config(config: Config, overrides: dict) -> dict:
+    """Config of a model trained for this run (a retriever, a pipeline stage): the run's shared
+    settings plus `overrides`."""
     given = {**config.file_config_dict, **config.variable_config_dict}
     shared = {k: v for k, v in given.items() if k in _SHARED_WITH_RETRIEVER}
-    return {**shared, **protocol.retriever_config}
+    return {**shared, **overrides}
+
+
+def retriever_config(config: Config, protocol: Retriever) -> dict:
+    """Config of the retriever model: the run's shared settings plus `protocol.retriever_config`."""
+    return stage_config(config, protocol.retriever_config)
 
 
 def _retriever(config: Config, saved: bool):

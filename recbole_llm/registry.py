@@ -22,6 +22,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "GRU4Rec": "recbole_llm.models.sequential.gru4rec:GRU4Rec",
     "LLMRanker": "recbole_llm.models.llm.ranker:LLMRanker",
     "EmbeddingRetriever": "recbole_llm.models.retrieval.retriever:EmbeddingRetriever",
+    "TwoStage": "recbole_llm.models.retrieval.two_stage:TwoStage",
 }
 
 # Qualifier that forces RecBole's own class when the plugin shadows a name (e.g. "recbole.SASRec").

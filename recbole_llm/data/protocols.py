@@ -70,6 +70,11 @@ class Protocol:
 
     def check_model(self, model_name: str, model_class: type) -> None:
         """Fail before any work when the model cannot be evaluated under this protocol."""
+        if not self.ranks_all_items and getattr(model_class, "ranks_all_items_only", False):
+            raise RecBoleLLMError(
+                f"{model_name} ranks every item, so it cannot be tested under '{self.label}': "
+                "use --candidates=full (its own stages rank the lists)."
+            )
         if self.ranks_all_items and getattr(model_class, "ranks_candidate_lists_only", False):
             raise RecBoleLLMError(
                 f"{model_name} ranks candidate lists, not every item, so it cannot be tested under "

@@ -257,7 +257,7 @@ def test_a_langchain_embeddings_object_named_by_module_and_attribute(twins):
     ("settings", "message"),
     [
         ({"query_mode": "recent_man"}, "Did you mean: recent_mean"),
-        ({"query_mode": "profile"}, "choose from recent_mean, history_text"),
+        ({"query_mode": "profile", "llm_backend": "hff"}, "Did you mean: hf"),
         ({"query_decay": 0}, "query_decay must be in"),
         ({"index": {"type": "hnws"}}, "Did you mean: hnsw"),
         ({"index": {"type": "ivf", "nprobes": 4}}, "Did you mean: nprobe"),

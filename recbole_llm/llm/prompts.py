@@ -11,8 +11,9 @@ recommend <last>", and the candidates come after "now that I've interacted with 
 
 Layout: `properties/prompts/<mode>.yaml` maps `defaults` and each strategy to template fields
 (`system`, `user`, `answer_prefix`, and the settings of PromptTemplate). A template is `defaults`,
-then the strategy's entry, then the user's overrides. Texts are str.format strings (write literal
-braces as {{ }}); `build_prompt` fills:
+then the strategy's entry, then the user's overrides; `profile.yaml` and `augment.yaml` (TASKS: texts
+that memory.py and augment.py ask the LLM to write) hold one flat set of fields. Texts are str.format
+strings (write literal braces as {{ }}); `build_prompt` fills:
 
   {history}     numbered history titles, oldest first ('1. "Heat (1995)"'); for `icl` all but the last
   {recent}      title of the most recent history item
@@ -23,6 +24,9 @@ braces as {{ }}); `build_prompt` fills:
   {first}       the first and second labelled candidate (pair-wise: exactly two candidates)
   {second}
   {yes} {no}    the template's yes_word and no_word
+  {profile}     memory (recbole_llm/llm/memory.py): the line "My taste: <LLM-written profile>" and a line
+  {recently}    break, or "" when `user_profile` is off; likewise "Most recently: <last k titles>"
+                (`short_term_items`). Placed where "" leaves the text exactly as it was without them.
 and any extra field the caller passes (it wins over these). The built-in texts say "interacted with"
 where Hou et al. say "watched" or "purchased", so that one text serves every dataset; override `user`
 for the paper's exact wording.
@@ -46,6 +50,8 @@ from recbole_llm.errors import RecBoleLLMError, did_you_mean
 from recbole_llm.llm.backend import Prompt
 
 STRATEGIES = ("sequential", "recency_focused", "icl")
+# Templates of LLM-written texts rather than ranking modes: one flat set of template fields each.
+TASKS = ("profile", "augment")
 LABEL_STYLES = ("letters", "numbers")
 DOUBLE_QUOTES = '"\u201c\u201d\u201e\u201f\u2033\uff02'  # ASCII, typographic and full-width
 _TO_SINGLE = str.maketrans(dict.fromkeys(DOUBLE_QUOTES, "'"))
@@ -99,7 +105,7 @@ def _prompts_dir() -> Path:
 
 def modes() -> list[str]:
     """Ranking modes with a built-in template file."""
-    return sorted(p.stem for p in _prompts_dir().glob("*.yaml"))
+    return sorted(p.stem for p in _prompts_dir().glob("*.yaml") if p.stem not in TASKS)
 
 
 @cache
@@ -120,6 +126,13 @@ def load_template(mode: str, strategy: str, overrides: dict | None = None) -> Pr
         if key not in known:
             raise _unknown("prompt template field", key, known)
     return PromptTemplate(**fields, name=f"{mode}/{strategy}")
+
+
+def load_task_template(task: str, overrides: dict | None = None) -> PromptTemplate:
+    """The built-in template of an LLM-written text (`profile`, `augment`), `overrides` on top."""
+    if task not in TASKS:
+        raise _unknown("prompt task", task, TASKS)
+    return PromptTemplate(**{**_mode_file(task), **(overrides or {})}, name=task)
 
 
 def _unknown(kind: str, name, known) -> RecBoleLLMError:
@@ -194,6 +207,8 @@ def build_prompt(
         "candidates": "\n".join(lines),
         "n": len(candidate_titles),
         "domain": domain,
+        "profile": "",
+        "recently": "",
     }
     if len(lines) == 1:
         fields["item"] = _shown(candidate_titles[0], quote)

@@ -21,16 +21,20 @@ import numpy as np
 
 from recbole_llm.errors import RecBoleLLMError, did_you_mean
 from recbole_llm.llm.backend import Backend, UnsupportedRequest
+from recbole_llm.llm.memory import memory_fields
 from recbole_llm.llm.parsing import ParseResult, ParseStats, parse_choice, parse_ranking, scores_from_order
 from recbole_llm.llm.prompts import build_prompt, candidate_labels, load_template
 
 
 @dataclass(frozen=True)
 class RankRequest:
-    """One list to rank: the user's history and the candidates, as item texts in presented order."""
+    """One list to rank: the user's history and the candidates, as item texts in presented order, and
+    the user's memory (recbole_llm/llm/memory.py): a profile and the last few items, empty when off."""
 
     history: tuple[str, ...]
     candidates: tuple[str, ...]
+    profile: str = ""
+    recently: tuple[str, ...] = ()
 
 
 @dataclass
@@ -69,7 +73,10 @@ class RankingMode(abc.ABC):
         shown = list(request.candidates) if shown is None else shown
         labels = candidate_labels(len(shown), self.label_style)
         history = list(request.history)
-        return build_prompt(self.template, self.strategy, history, shown, labels, self.domain, self.quote)
+        memory = memory_fields(request.profile, request.recently, self.quote)
+        return build_prompt(
+            self.template, self.strategy, history, shown, labels, self.domain, self.quote, **memory
+        )
 
     @abc.abstractmethod
     def score(self, requests: list[RankRequest]) -> list[np.ndarray]:

@@ -4,6 +4,8 @@ It has no weights to train: `run_recbole --model=LLMRanker` skips fitting and sc
 candidate lists (the same lists every other model of a leaderboard ranks) through
 `predict_candidates`. Bootstrapping ranks B seeded permutations of each list and sums Borda points
 (Hou et al. 2024); `position_probe` moves the ground truth to a fixed slot to measure position bias.
+Memory (an LLM-written profile, the last few items) and augmented item texts are switched on in
+config: recbole_llm/llm/memory.py and augment.py.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from tqdm import tqdm
 
 from recbole_llm.data.item_text import check_item_text_fields, item_texts
 from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.llm.augment import augment_from_config, check_augment_config
 from recbole_llm.llm.factory import build_backend, check_backend_name
+from recbole_llm.llm.memory import ProfileWriter, check_memory_config
 from recbole_llm.models.llm.modes import RankRequest, check_mode_config, make_mode
 
 
@@ -41,8 +45,12 @@ class LLMRanker(SequentialRecommender):
         self.seed = int(config["seed"])
         self.show_progress = bool(config["show_progress"])
         self.users_per_call = int(config["llm_batch_size"])
-        self.texts = item_texts(config, dataset, config["item_text"])
         self.backend = build_backend(config)
+        self.texts = augment_from_config(
+            item_texts(config, dataset, config["item_text"]), self.backend, config
+        )
+        self.profiles = ProfileWriter.from_config(self.backend, config) if config["user_profile"] else None
+        self.short_term = config["short_term_items"]
         self.mode = make_mode(self.backend, config)
         self.seconds, self.users = 0.0, 0
         self._cache_seen = self._cache_counts()
@@ -55,6 +63,8 @@ class LLMRanker(SequentialRecommender):
         check_mode_config(config)
         check_backend_name(config["llm_backend"])
         check_item_text_fields(config, config["item_text"])
+        check_memory_config(config)
+        check_augment_config(config)
 
     def calculate_loss(self, interaction):
         raise RecBoleLLMError("LLMRanker is zero-shot: it has nothing to train (use epochs: 0).")
@@ -74,15 +84,19 @@ class LLMRanker(SequentialRecommender):
         original = candidates.cpu().numpy()
         scores = np.empty(original.shape, dtype=float)
         group = max(1, self.users_per_call // self.bootstrap)
+        histories = [self.history(s, n) for s, n in zip(sequences, lengths)]
+        profiles = self.user_profiles(histories)
+        recently = [
+            self.history(s, n, self.short_term) if self.short_term else () for s, n in zip(sequences, lengths)
+        ]
         bar = tqdm(total=len(original), desc="LLMRanker", unit="user", disable=not self.show_progress)
         for first in range(0, len(original), group):
             rows = range(first, min(first + group, len(original)))
             presented = [self.presented(original[r], targets[r]) for r in rows]
             orders = [self.permutations(len(original[r]), users[r]) for r in rows]
-            histories = [self.history(sequences[r], lengths[r]) for r in rows]
             requests = [
-                RankRequest(history, tuple(self.texts[i] for i in items[o]))
-                for history, items, user_orders in zip(histories, presented, orders)
+                RankRequest(histories[r], tuple(self.texts[i] for i in items[o]), profiles[r], recently[r])
+                for r, items, user_orders in zip(rows, presented, orders)
                 for o in user_orders
             ]
             answers = iter(self.mode.score(requests))
@@ -98,9 +112,20 @@ class LLMRanker(SequentialRecommender):
         self.users += len(original)
         return torch.from_numpy(scores).float().to(candidates.device)
 
-    def history(self, sequence: np.ndarray, length: int) -> tuple[str, ...]:
-        """Texts of the user's last `max_his_len` items, oldest first."""
-        return tuple(self.texts[i] for i in sequence[max(0, length - self.max_his_len) : length])
+    def history(self, sequence: np.ndarray, length: int, k: int | None = None) -> tuple[str, ...]:
+        """Texts of the user's last `k` (default `max_his_len`) items, oldest first."""
+        k = self.max_his_len if k is None else k
+        return tuple(self.texts[i] for i in sequence[max(0, length - k) : length])
+
+    def user_profiles(self, histories: list[tuple[str, ...]]) -> list[str]:
+        """Each user's LLM-written profile ("" with `user_profile` off); what writing them costs counts
+        in the run's requests and tokens."""
+        if self.profiles is None:
+            return [""] * len(histories)
+        answers = self.profiles(histories)
+        for answer in answers:
+            self.mode.usage.add(answer.prompt_tokens, answer.output_tokens)
+        return [answer.text for answer in answers]
 
     def presented(self, items: np.ndarray, target: int) -> np.ndarray:
         """The order shown to the LLM: the list's own, or with the ground truth at `position_probe`."""

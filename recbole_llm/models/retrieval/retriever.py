@@ -1,4 +1,4 @@
-"""EmbeddingRetriever: zero-shot text-embedding retrieval as a RecBole model.
+"""EmbeddingRetriever: text-embedding retrieval as a RecBole model, zero-shot or with a fine-tuned encoder.
 
 Items are embedded once from their `.item` text (the `item_text` template the LLM rankers use), a user
 by a query built from their history (`query_mode`); a score is a cosine similarity. Full ranking
@@ -20,10 +20,19 @@ from recbole.utils import InputType
 
 from recbole_llm.data.item_text import check_item_text_fields, item_texts
 from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.llm.augment import augment_from_config, check_augment_config
+from recbole_llm.llm.factory import build_backend, check_backend_name
+from recbole_llm.llm.memory import ProfileWriter
 from recbole_llm.models.retrieval.embedding_cache import EmbeddingCache
 from recbole_llm.models.retrieval.encoders import build_encoder, check_encoder_config
+from recbole_llm.models.retrieval.finetune import EncoderTuning, check_finetune_config
 from recbole_llm.models.retrieval.index import build_index, index_settings, unit_rows
 from recbole_llm.models.retrieval.queries import check_query_config, make_query
+
+
+def uses_llm(config) -> bool:
+    """Whether an LLM writes texts for the retriever: item descriptions or user profiles."""
+    return bool(config["augment_items"]) or config["query_mode"] == "profile"
 
 
 class EmbeddingRetriever(SequentialRecommender):
@@ -31,23 +40,30 @@ class EmbeddingRetriever(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        # RecBole's trainer needs a parameter for its optimiser; none requires grad: fitting is skipped.
+        # RecBole's trainer needs a parameter for its optimiser; zero-shot, none requires grad: fitting is
+        # skipped. With `finetune`, the encoder's parameters train (finetune.py).
         self.no_weights = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
         self.batch_size = int(config["encode_batch_size"])
         self.show_progress = bool(config["show_progress"])
-        self.texts = item_texts(config, dataset, config["item_text"])
+        self.llm = build_backend(config) if uses_llm(config) else None
+        self.texts = augment_from_config(item_texts(config, dataset, config["item_text"]), self.llm, config)
         self.encoder = build_encoder(config)
         self.cache = EmbeddingCache(config["embedding_cache_dir"])
-        vectors = self.cache.encode(self.encoder, self.texts[1:], False, self.batch_size, self.show_progress)
-        vectors = np.concatenate([np.zeros((1, vectors.shape[1]), np.float32), unit_rows(vectors)])
-        self.register_buffer("item_vectors", torch.from_numpy(vectors), persistent=False)
+        self.register_buffer("item_vectors", self._encode_items(), persistent=False)
         getLogger().info(
             f"EmbeddingRetriever: {len(self.texts) - 1} items, {self.cache.misses} texts encoded, "
             f"{self.cache.hits} read from the cache ({config['embedding_cache_dir']})"
         )
-        self.query = make_query(config, self.texts, self.encode_queries)
+        profiles = ProfileWriter.from_config(self.llm, config) if self.llm is not None else None
+        self.query = make_query(config, self.texts, self.encode_queries, profiles)
         self.index_settings = index_settings(config["index"])
         self._index = None
+        self.tuning, self._weights_changed = None, False
+        if config["finetune"]:
+            # A registered submodule: the optimiser trains it, checkpoints and resume states hold it.
+            self.sentence_model = self.encoder.model
+            k = config["finetune_max_his_len"] or config["max_his_len"]
+            self.tuning = EncoderTuning(self.sentence_model, self.texts, int(k))
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -56,19 +72,56 @@ class EmbeddingRetriever(SequentialRecommender):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise RecBoleLLMError(f"encode_batch_size must be a positive integer, not {batch_size!r}.")
         check_query_config(config)
+        check_finetune_config(config)
         index_settings(config["index"])
         check_encoder_config(config)
         check_item_text_fields(config, config["item_text"])
+        check_augment_config(config)
+        if uses_llm(config):
+            check_backend_name(config["llm_backend"])
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self.cache.encode(self.encoder, texts, True, self.batch_size, self.show_progress)
 
+    def _encode_items(self) -> torch.Tensor:
+        """Unit item vectors [n_items, d], the padding item's zero."""
+        vectors = self.cache.encode(self.encoder, self.texts[1:], False, self.batch_size, self.show_progress)
+        vectors = np.concatenate([np.zeros((1, vectors.shape[1]), np.float32), unit_rows(vectors)])
+        return torch.from_numpy(vectors)
+
+    def _refresh_item_vectors(self) -> None:
+        """Re-encode the items once the encoder's weights have changed (a training step, loaded weights).
+
+        The embedding cache keys vectors by the encoder's files, which tuned weights no longer match, so
+        from then on every text is encoded afresh: all items once per validation, a cost that grows with
+        the catalogue (ml-100k's 1,682 titles: seconds; a million items: hours on CPU).
+        """
+        if not self._weights_changed:
+            return
+        self.cache = EmbeddingCache(None)
+        self.item_vectors = self._encode_items().to(self.item_vectors.device)
+        self._index, self._weights_changed = None, False
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Loaded weights (the best epoch's, a resume state's) make the item vectors stale too."""
+        self._weights_changed = self.tuning is not None
+        return super().load_state_dict(state_dict, strict, assign)
+
     def queries(self, interaction) -> torch.Tensor:
-        """Unit query vectors [users, d] of the batch's users."""
+        """Unit query vectors [users, d] of the batch's users.
+
+        Every scoring path builds its queries first, so the item vectors it reads next are current.
+        """
+        self._refresh_item_vectors()
         return self.query(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], self.item_vectors)
 
     def calculate_loss(self, interaction):
-        raise RecBoleLLMError("EmbeddingRetriever is zero-shot: it has nothing to train.")
+        if self.tuning is None:
+            raise RecBoleLLMError("EmbeddingRetriever is zero-shot: set finetune: True to train its encoder.")
+        self._weights_changed = True
+        return self.tuning.loss(
+            interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.POS_ITEM_ID]
+        )
 
     def predict(self, interaction) -> torch.Tensor:
         return (self.queries(interaction) * self.item_vectors[interaction[self.ITEM_ID]]).sum(-1)

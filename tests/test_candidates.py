@@ -89,6 +89,14 @@ def test_protocol_labels_carry_users_and_seed():
     assert a.set_identity() == b.set_identity() and a.identity() != b.identity()
 
 
+def test_an_unset_optional_field_leaves_the_identity_as_before_it_existed():
+    """Run keys of finished results hash the identity: a new optional field must not change it."""
+    uniform = parse_protocol({"type": "uniform", "size": 20}, eval_users=200)
+    before = {"type": "uniform", "eval_users": 200, "seed": 2020, "size": 20, "sampler_version": 2}
+    assert uniform.identity() == before
+    assert parse_protocol({"type": "uniform", "size": 20, "cold_items": 3}).identity()["cold_items"] == 3
+
+
 def test_protocol_validation():
     for bad, message in [
         ({"type": "uniform"}, "size must be an integer"),

@@ -19,6 +19,7 @@ from recbole_llm.errors import RecBoleLLMError, did_you_mean
 # same data and parameters: stored sets made by an older sampler are then not reused.
 SAMPLER_VERSION = 2
 DEFAULT_SEED = 2020
+_UNSET_OMITTED = ("cold_items",)
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,14 @@ class Protocol:
         return "-".join([self.name, *cold, *users, *([f"s{self.seed}"] if self.seeded else [])])
 
     def identity(self) -> dict:
-        """Everything that decides the evaluated lists (JSON-safe), for keys and result records."""
-        return {"type": self.type, **dataclasses.asdict(self), "sampler_version": SAMPLER_VERSION}
+        """Everything that decides the evaluated lists (JSON-safe), for keys and result records.
+
+        Optional refinements left unset are left out, so that keys made before they existed still hold.
+        """
+        fields = {
+            k: v for k, v in dataclasses.asdict(self).items() if not (k in _UNSET_OMITTED and v is None)
+        }
+        return {"type": self.type, **fields, "sampler_version": SAMPLER_VERSION}
 
     def set_identity(self) -> dict:
         """What decides the lists of every test user (the stored set): not who is evaluated."""

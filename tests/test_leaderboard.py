@@ -143,6 +143,15 @@ def test_llm_cost_columns_appear_only_when_a_run_reports_cost():
     n = len(DEFAULT_COLUMNS)
     assert rows["| LLMRanker"][n + 1 : n + 4] == ["0.125", "1.8", "600.0"]
     assert rows["| Pop"][n + 1 : n + 4] == ["–", "–", "–"]
+    assert "retriever recall" not in table
+
+    two_stage = {"seconds_per_user": 0.5, "retriever_recall@20": 0.3125}
+    table = leaderboard([record("Pop", None), record("TwoStage", two_stage)])
+    header = next(line for line in table.splitlines() if line.startswith("| model"))
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    column = header.split(" | ").index("retriever recall@20")
+    assert rows["| TwoStage"][column] == "0.3125"
+    assert rows["| Pop"][column] == "–"
 
 
 def test_redaction_hides_credentials_but_keeps_token_budgets():

@@ -21,3 +21,25 @@ def test_own_checkpoints_load_under_torch_weights_only_default(tiny):
     trainer.resume_checkpoint(trainer.saved_model_file)
     assert trainer.start_epoch >= 1
     assert torch.load is torch.serialization.load, "the loading switch does not outlive the call"
+
+
+def test_train_examples_per_epoch_trains_a_fresh_subset_of_batches_each_epoch(tiny, monkeypatch):
+    from recbole.model.general_recommender.bpr import BPR
+
+    seen: list[list[int]] = []
+    original = BPR.calculate_loss
+
+    def counting(self, interaction):
+        seen.append(sorted(interaction[self.USER_ID].tolist()))
+        return original(self, interaction)
+
+    monkeypatch.setattr(BPR, "calculate_loss", counting)
+    config = {**tiny, "epochs": 2, "train_batch_size": 8, "stopping_step": 5}
+    full = train("BPR", "tiny", config_dict=config)
+    batches_per_epoch = len(full.split.train)
+    assert len(seen) == 2 * batches_per_epoch > 2 * 3
+    seen.clear()
+    trained = train("BPR", "tiny", config_dict={**config, "train_examples_per_epoch": 20})
+    assert len(seen) == 2 * 3  # ceil(20 / 8) batches in each of the two epochs
+    assert seen[:3] != seen[3:], "each epoch draws its own batches"
+    assert len(trained.trainer.epoch_seconds) == 2

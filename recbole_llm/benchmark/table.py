@@ -15,9 +15,13 @@ COST_COLUMNS = {
 }
 
 
+_CEILING = "retriever_recall@"
+
+
 def _cost_cell(reports: list[dict], key: str) -> str:
     values = [r[key] for r in reports if r.get(key) is not None]
-    return _cell(values, 3 if key == "parse_failure_rate" else 1) if values else "–"
+    digits = 3 if key == "parse_failure_rate" else 4 if key.startswith(_CEILING) else 1
+    return _cell(values, digits) if values else "–"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -68,7 +72,12 @@ def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
         best = {c: max((v for (_, col), v in means.items() if col == c), default=None) for c in columns}
         users = next(iter(runs.values()))[0]["n_users"]
         costs = any(r.get("cost") for rs in runs.values() for r in rs)
-        extra = list(COST_COLUMNS) if costs else []
+        cost_keys = dict(COST_COLUMNS) if costs else {}
+        # A two-stage pipeline's retriever Recall@k: the ceiling of its ranker, beside its own metrics.
+        reports = [r.get("cost") or {} for rs in runs.values() for r in rs]
+        ceilings = {k for report in reports for k in report if k.startswith(_CEILING)}
+        cost_keys.update({k.replace("_", " "): k for k in sorted(ceilings)})
+        extra = list(cost_keys)
         heading = f"### {label} ({users} test users; {_lists_note(group[0])})"
         if labels.count(label) > 1:
             heading += " — DIFFERENT LISTS from the other tables of this protocol: do not compare"
@@ -85,8 +94,7 @@ def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
                     continue
                 text = _cell([r["metrics"][c.lower()] for r in rs])
                 cells.append(f"**{text}**" if means[model, c] == best[c] else text)
-            if costs:
-                cells += [_cost_cell([r.get("cost") or {} for r in rs], key) for key in COST_COLUMNS.values()]
+            cells += [_cost_cell([r.get("cost") or {} for r in rs], key) for key in cost_keys.values()]
             epoch_s = [s for r in rs for s in r["wall_time"].get("train_epoch_s", [])]
             cells += [
                 str(len(rs)),

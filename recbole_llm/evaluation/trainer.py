@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 import time
 from contextlib import contextmanager
 
@@ -30,6 +32,26 @@ def trusted_checkpoints():
         torch.load = original
 
 
+class EpochBudget:
+    """A train loader cut to its first `batches` batches per epoch (`train_examples_per_epoch`).
+
+    The loader reshuffles every epoch, so each epoch trains on another random subset: a CPU budget for
+    models whose full epoch costs hours (a fine-tuned encoder or LLM). Everything else is the loader's.
+    """
+
+    def __init__(self, loader, batches: int):
+        self.loader, self.batches = loader, batches
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), self.batches)
+
+    def __len__(self) -> int:
+        return min(self.batches, len(self.loader))
+
+    def __getattr__(self, name: str):
+        return getattr(self.loader, name)
+
+
 class ProtocolEvaluation:
     """Mixin for a RecBole trainer: scores each loader under its `protocol` with tie-safe metrics.
 
@@ -43,10 +65,13 @@ class ProtocolEvaluation:
         self._protocol = None
         self.epoch_seconds: list[float] = []  # pure training time per epoch, for cost comparisons
 
-    def _train_epoch(self, *args, **kwargs):
+    def _train_epoch(self, train_data, *args, **kwargs):
         start = time.perf_counter()
+        examples = self.config["train_examples_per_epoch"]
+        if examples is not None:
+            train_data = EpochBudget(train_data, math.ceil(examples / self.config["train_batch_size"]))
         try:
-            return super()._train_epoch(*args, **kwargs)
+            return super()._train_epoch(train_data, *args, **kwargs)
         finally:
             self.epoch_seconds.append(time.perf_counter() - start)
 

@@ -93,6 +93,33 @@ def test_stages_loaded_from_a_checkpoint(tiny):
         train("TwoStage", "tiny", config_dict=wrong)
 
 
+def test_a_trained_stage_is_reused_by_pipelines_that_train_it_alike(tiny, monkeypatch):
+    from recbole.trainer import Trainer
+
+    fits = []
+    original_fit = Trainer.fit
+
+    def counting_fit(self, *args, **kwargs):
+        fits.append(type(self.model).__name__)
+        return original_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", counting_fit)
+    bpr = {"epochs": 2}
+    first = two_stage(tiny, "BPR", "ReversedItemIdScorer", retriever_config=bpr)
+    scores = evaluate(train("TwoStage", "tiny", config_dict=first)).test["full"]
+    assert fits == ["BPR"]
+    # Another ranker on the same retriever: the BPR trained above is loaded, not trained again.
+    second = two_stage(tiny, "BPR", "SequenceOracle", retriever_config=bpr)
+    evaluate(train("TwoStage", "tiny", config_dict=second))
+    assert fits == ["BPR"]
+    again = evaluate(train("TwoStage", "tiny", config_dict=first)).test["full"]
+    assert again == pytest.approx(scores)
+    # A setting that changes training trains it anew; so does switching the cache off.
+    evaluate(train("TwoStage", "tiny", config_dict={**first, "retriever_config": {"epochs": 3}}))
+    evaluate(train("TwoStage", "tiny", config_dict={**first, "stage_cache_dir": None}))
+    assert fits == ["BPR", "BPR", "BPR"]
+
+
 def test_shown_order_matters_only_when_not_shuffled(tiny):
     """A ranker that always picks the first item shown keeps the retrieved order unless shuffled; no
     reordering inside the top-k changes what lies beyond it."""

@@ -1,9 +1,17 @@
 """The two models of a `TwoStage` pipeline: each checked before any data is loaded, then trained in
 the same run on the run's data settings (as the `retriever` candidate protocol does), or loaded from
-a saved RecBole checkpoint."""
+a saved RecBole checkpoint.
+
+A stage trained here is kept in `stage_cache_dir`, keyed as resume states are (model class and every
+setting that changes training), so that the pipelines of a grid (one SASRec re-ranked by several
+rankers, or re-ranking several retrievers) train it once.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+from logging import getLogger
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +19,7 @@ import torch
 
 from recbole_llm.config import Config
 from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.evaluation.resume import resume_path
 from recbole_llm.evaluation.trainer import trusted_checkpoints
 from recbole_llm.quick_start import Trained, stage_config, train
 from recbole_llm.registry import get_model
@@ -52,11 +61,28 @@ def check_stage(config, stage: str) -> type:
     return model_class
 
 
+def _cache_file(config, name: str, given: dict) -> Path | None:
+    """Where the stage `name` trained with `given` settings is kept (None: `stage_cache_dir` unset)."""
+    if config["stage_cache_dir"] is None:
+        return None
+    stage = Config(name, config["dataset"], None, given)
+    return Path(config["stage_cache_dir"]) / resume_path(stage, stage.model_class).name
+
+
 def fit_stage(config, stage: str, dataset) -> Trained:
     """The stage's model, trained in this run or loaded from its checkpoint, on `dataset`'s ids."""
     name, given, path = stage_spec(config, stage)
+    cached = _cache_file(config, name, given) if path is None else None
+    if cached is not None and cached.is_file():
+        getLogger().info(f"TwoStage: {stage} {name} trained by an earlier run with these settings: {cached}")
+        path = str(cached)
     if path is None:
         trained = train(name, config["dataset"], None, given, protocols=[])
+        if cached is not None and trained.epochs_run > 0:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(cached.name + ".tmp")
+            shutil.copyfile(trained.trainer.saved_model_file, partial)
+            os.replace(partial, cached)
     else:
         with trusted_checkpoints():
             checkpoint = torch.load(path, map_location=config["device"])

@@ -138,6 +138,10 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "llm_batch_size": (positive_int, "a positive integer"),
     "llm_max_concurrency": (positive_int, "a positive integer"),
     "pairwise_window": (optional(positive_int), "a positive integer or null (all pairs)"),
+    "train_num_negatives": (positive_int, "a positive integer"),
+    "lora_r": (positive_int, "a positive integer"),
+    "lora_alpha": (positive_number, "a positive number"),
+    "lora_dropout": (probability, "a probability in [0, 1]"),
 }
 
 

@@ -21,6 +21,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "SASRec": "recbole_llm.models.sequential.sasrec:SASRec",
     "GRU4Rec": "recbole_llm.models.sequential.gru4rec:GRU4Rec",
     "LLMRanker": "recbole_llm.models.llm.ranker:LLMRanker",
+    "LLMVerbalizerRanker": "recbole_llm.models.llm.verbalizer_ft:LLMVerbalizerRanker",
     "EmbeddingRetriever": "recbole_llm.models.retrieval.retriever:EmbeddingRetriever",
     "TwoStage": "recbole_llm.models.retrieval.two_stage:TwoStage",
 }

@@ -18,7 +18,16 @@ from recbole_llm.data.candidates import (
     store_path,
     token_order,
 )
-from recbole_llm.data.protocols import File, Full, Popularity, Protocol, Retriever, Sized, parse_protocol
+from recbole_llm.data.protocols import (
+    File,
+    Full,
+    Popularity,
+    Protocol,
+    Retriever,
+    Sized,
+    Uniform,
+    parse_protocol,
+)
 from recbole_llm.data.split import Split, subset_loader
 from recbole_llm.errors import RecBoleLLMError
 
@@ -72,21 +81,26 @@ def _to_ids(dataset, field: str, tokens) -> np.ndarray:
         raise RecBoleLLMError(f"Candidate list names a {field} unknown to the dataset: {err}") from err
 
 
-def _test_users(split: Split) -> list[str]:
+def _phase_pairs(split: Split, phase: str) -> tuple[np.ndarray, np.ndarray]:
+    return split.test_pairs if phase == "test" else split.valid_pairs
+
+
+def _evaluated_users(split: Split, phase: str = "test") -> list[str]:
     ds = split.dataset
-    return sorted(ds.id2token(ds.uid_field, np.unique(split.test_pairs[0])))
+    return sorted(ds.id2token(ds.uid_field, np.unique(_phase_pairs(split, phase)[0])))
 
 
-def _draw_negatives(split: Split, protocol: Sized, users: list[str]) -> list[list[str]]:
-    """Each user's ground truth and `size - 1` unseen items, drawn over items in token order."""
+def _draw_negatives(split: Split, protocol: Sized, users: list[str], phase: str = "test") -> list[list[str]]:
+    """Each user's ground truth of `phase` and `size - 1` unseen items, drawn over items in token order;
+    popularity counts only interactions before that phase."""
     ds = split.dataset
     order = token_order(ds, ds.iid_field)
     rank = np.argsort(order)  # internal id -> position in token order
     user_ids = _to_ids(ds, ds.uid_field, users)
-    positives = {u: rank[i] for u, i in group_by_user(*split.test_pairs).items()}
+    positives = {u: rank[i] for u, i in group_by_user(*_phase_pairs(split, phase)).items()}
     weights = None
     if isinstance(protocol, Popularity):
-        weights = np.asarray(split.history("test").sum(axis=0)).ravel()[order] + 1e-12
+        weights = np.asarray(split.history(phase).sum(axis=0)).ravel()[order] + 1e-12
     rng = np.random.default_rng(protocol.seed)
     rows = sample_candidates(user_ids, positives, split.seen[:, order].tocsr(), protocol.size, rng, weights)
     return [list(r) for r in ds.id2token(ds.iid_field, order[rows])]
@@ -98,7 +112,7 @@ def _read_file(split: Split, protocol: File) -> CandidateSet:
     ds = split.dataset
     _to_ids(ds, ds.uid_field, listed.users)
     _to_ids(ds, ds.iid_field, [i for r in listed.items for i in r])
-    not_tested = sorted(set(listed.users) - set(_test_users(split)))
+    not_tested = sorted(set(listed.users) - set(_evaluated_users(split)))
     if not_tested:
         raise RecBoleLLMError(
             f"{protocol.path} lists {len(not_tested)} user(s) without a test interaction "
@@ -123,10 +137,10 @@ def _cold_users(split: Split, users: list[str], max_count: int) -> list[str]:
 def _pool_set(config, split: Split, protocol: Protocol, retrieve: Retrieve | None) -> CandidateSet:
     """The lists of every user the protocol can evaluate; drawn lists are stored and reused."""
     if isinstance(protocol, Full):
-        return CandidateSet(_test_users(split), None)
+        return CandidateSet(_evaluated_users(split), None)
     if isinstance(protocol, File):
         return _read_file(split, protocol)
-    users = _test_users(split)
+    users = _evaluated_users(split)
     ds = split.dataset
     key = {
         "dataset": config["dataset"],
@@ -146,7 +160,8 @@ def _pool_set(config, split: Split, protocol: Protocol, retrieve: Retrieve | Non
 
 
 def resolve_protocols(config, blocks: list | None = None) -> list[Protocol]:
-    """The protocols a run tests (default: its `candidates` block), checked against its model.
+    """The protocols a run tests (default: its `candidates` block), checked against its model, and its
+    `valid_candidates` block checked too.
 
     Done before any data or model is loaded, so a typo or an impossible pairing costs seconds.
     """
@@ -157,7 +172,26 @@ def resolve_protocols(config, blocks: list | None = None) -> list[Protocol]:
         raise RecBoleLLMError(f"Protocols must differ; these repeat: {sorted(labels)}.")
     for protocol in protocols:
         protocol.check_model(config["model"], config.model_class)
+    validation_protocol(config)
     return protocols
+
+
+def validation_protocol(config) -> Sized | None:
+    """The drawn lists validation ranks (`valid_candidates`: uniform or popularity), or None: all items.
+
+    A model that ranks candidate lists only (a fine-tuned LLM ranker) cannot rank every item, so its
+    early stopping needs lists; they are drawn like test lists, around each user's validation item.
+    """
+    block = config["valid_candidates"]
+    if block is None:
+        return None
+    protocol = parse_protocol(block, None, config["seed"])
+    if not isinstance(protocol, Uniform | Popularity) or protocol.cold_items is not None:
+        raise RecBoleLLMError(
+            f"valid_candidates must be a uniform or popularity block such as {{type: uniform, size: 20}}, "
+            f"or null (validation ranks all items), not {block!r}."
+        )
+    return protocol
 
 
 def build_test_loader(config, split: Split, protocol: Protocol, retrieve: Retrieve | None = None):
@@ -184,7 +218,23 @@ def build_test_loader(config, split: Split, protocol: Protocol, retrieve: Retrie
 
 
 def attach_validation_protocol(config, split: Split) -> None:
-    """Validation (model selection) always ranks all items, with the same masking rule."""
+    """Validation (model selection) ranks all items, with the same masking rule, or the lists of
+    `valid_candidates` (validation_protocol) for a seeded subset of its `eval_users` users."""
     history = split.history("valid") if config["mask_history"] else None
-    n_valid = len(np.unique(split.valid_pairs[0]))
-    split.valid.protocol = EvalProtocol("full", n_valid, None, history)
+    protocol = validation_protocol(config)
+    if protocol is None:
+        n_valid = len(np.unique(split.valid_pairs[0]))
+        split.valid.protocol = EvalProtocol("full", n_valid, None, history)
+        return
+    ds = split.dataset
+    tokens = select_users(_evaluated_users(split, "valid"), protocol.eval_users, protocol.seed)
+    users = _to_ids(ds, ds.uid_field, tokens)
+    items = _to_ids(ds, ds.iid_field, _draw_negatives(split, protocol, tokens, "valid")).reshape(
+        len(users), -1
+    )
+    candidates = torch.zeros((split.n_users, protocol.size), dtype=torch.long)
+    candidates[torch.from_numpy(users)] = torch.from_numpy(items)
+    ds_valid = split.valid._dataset
+    keep = np.isin(ds_valid.inter_feat[ds_valid.uid_field].numpy(), users)
+    split.valid = subset_loader(config, split.valid, keep)
+    split.valid.protocol = EvalProtocol(protocol.label, len(users), candidates, history)

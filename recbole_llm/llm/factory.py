@@ -78,6 +78,11 @@ def build_backend(config) -> Backend:
         backend = LangChainBackend(_langchain_model(config["langchain_model"]))
     else:
         check_backend_name(kind)
+    return cached(backend, config)
+
+
+def cached(backend: Backend, config) -> Backend:
+    """`backend` behind the response cache in `llm_cache_dir`, or as is with `no_cache`."""
     from recbole_llm.llm.cache import with_cache
 
     return with_cache(backend, None if config["no_cache"] else config["llm_cache_dir"])

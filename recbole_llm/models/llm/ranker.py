@@ -21,6 +21,7 @@ from tqdm import tqdm
 from recbole_llm.data.item_text import check_item_text_fields, item_texts
 from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.llm.augment import augment_from_config, check_augment_config
+from recbole_llm.llm.backend import Backend
 from recbole_llm.llm.factory import build_backend, check_backend_name
 from recbole_llm.llm.memory import ProfileWriter, check_memory_config
 from recbole_llm.models.llm.modes import RankRequest, check_mode_config, make_mode
@@ -45,7 +46,7 @@ class LLMRanker(SequentialRecommender):
         self.seed = int(config["seed"])
         self.show_progress = bool(config["show_progress"])
         self.users_per_call = int(config["llm_batch_size"])
-        self.backend = build_backend(config)
+        self.backend = self.make_backend(config)
         self.texts = augment_from_config(
             item_texts(config, dataset, config["item_text"]), self.backend, config
         )
@@ -54,6 +55,10 @@ class LLMRanker(SequentialRecommender):
         self.mode = make_mode(self.backend, config)
         self.seconds, self.users = 0.0, 0
         self._cache_seen = self._cache_counts()
+
+    def make_backend(self, config) -> Backend:
+        """The LLM that answers: the configured backend behind the response cache."""
+        return build_backend(config)
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -86,9 +91,7 @@ class LLMRanker(SequentialRecommender):
         group = max(1, self.users_per_call // self.bootstrap)
         histories = [self.history(s, n) for s, n in zip(sequences, lengths)]
         profiles = self.user_profiles(histories)
-        recently = [
-            self.history(s, n, self.short_term) if self.short_term else () for s, n in zip(sequences, lengths)
-        ]
+        recently = [self.recently(s, n) for s, n in zip(sequences, lengths)]
         bar = tqdm(total=len(original), desc="LLMRanker", unit="user", disable=not self.show_progress)
         for first in range(0, len(original), group):
             rows = range(first, min(first + group, len(original)))
@@ -116,6 +119,10 @@ class LLMRanker(SequentialRecommender):
         """Texts of the user's last `k` (default `max_his_len`) items, oldest first."""
         k = self.max_his_len if k is None else k
         return tuple(self.texts[i] for i in sequence[max(0, length - k) : length])
+
+    def recently(self, sequence: np.ndarray, length: int) -> tuple[str, ...]:
+        """Short-term memory: the last `short_term_items` item texts again, () when off."""
+        return self.history(sequence, length, self.short_term) if self.short_term else ()
 
     def user_profiles(self, histories: list[tuple[str, ...]]) -> list[str]:
         """Each user's LLM-written profile ("" with `user_profile` off); what writing them costs counts

@@ -1,0 +1,62 @@
+"""LabelScorer: the next-token logits of the candidate labels after each prompt, as a torch module.
+
+One code path serves inference and training: the hf backend calls it under `no_grad` on the shared
+eval-mode model (with the KV cache of a prefix its prompts share), and a fine-tuned ranker calls it
+with gradients on its own trainable copy, so what is trained is exactly what is evaluated. Prompts are
+left-padded, with an explicit attention mask and position ids, so that padding changes no logit.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+
+class LabelScorer(torch.nn.Module):
+    """`model` (a causal LM) scoring batches of tokenized prompts; `pad_token_id` fills the left padding."""
+
+    def __init__(self, model: torch.nn.Module, pad_token_id: int):
+        super().__init__()
+        self.model = model
+        self.pad_token_id = pad_token_id
+
+    def forward(
+        self, encoded: list[list[int]], label_ids: list[int], shared: int = 0, prefix=None
+    ) -> torch.Tensor:
+        """Logits [B, n_labels] of each label's token as the next token after each prompt."""
+        output, _, _ = self._run(encoded, shared, prefix, use_cache=prefix is not None)
+        logits = output.logits[:, -1].float()
+        return logits[:, torch.as_tensor(label_ids, device=logits.device)]
+
+    def prefill(self, encoded: list[list[int]], shared: int = 0, prefix=None) -> tuple[torch.Tensor, dict]:
+        """Next-token logits [B, V] after each prompt, and the decoding state to continue from."""
+        output, mask, positions = self._run(encoded, shared, prefix, use_cache=True)
+        state = {"cache": output.past_key_values, "mask": mask, "next_position": positions[:, -1] + 1}
+        return output.logits[:, -1].float(), state
+
+    def _run(self, encoded: list[list[int]], shared: int, prefix, use_cache: bool):
+        """One forward of the prompts' tokens after the first `shared` ones, whose KV cache `prefix`
+        holds (None: `shared` is 0); the language-model head runs on the last position only."""
+        device = next(self.model.parameters()).device
+        cache = None
+        if prefix is not None:
+            cache = copy.deepcopy(prefix)  # the prefix may serve further batches
+            cache.batch_repeat_interleave(len(encoded))
+        suffixes = [ids[shared:] for ids in encoded]
+        width = max(map(len, suffixes))
+        input_ids = torch.tensor(
+            [[self.pad_token_id] * (width - len(s)) + s for s in suffixes], device=device
+        )
+        suffix_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device)
+        mask = torch.cat([torch.ones(len(encoded), shared, dtype=torch.long, device=device), suffix_mask], 1)
+        positions = (shared + suffix_mask.cumsum(1) - 1).clamp(min=shared)
+        output = self.model(
+            input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=use_cache,
+            logits_to_keep=1,
+        )
+        return output, mask, positions

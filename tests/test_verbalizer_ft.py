@@ -1,0 +1,250 @@
+"""LLMVerbalizerRanker (a LoRA-tuned verbalizer) on a tiny random Llama: the differentiable scorer against
+the hf backend, the loss against a slow per-prompt reference, frozen base weights, a learnable toy task,
+the adapter's save/load round trip, and a response cache that never serves zero-shot answers to it."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.llm.backend import Prompt
+from recbole_llm.quick_start import run, train
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from recbole_llm.llm.backends.hf import HFBackend, load_model  # noqa: E402
+from recbole_llm.llm.scorer import LabelScorer  # noqa: E402
+from recbole_llm.models.llm.verbalizer_ft import adapter_folder  # noqa: E402
+from tests.llm_fixtures import write_tiny_llama  # noqa: E402
+
+N = 6  # candidates per list: the target + 5 negatives
+LABEL = f"uniform{N}-s2020"
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> str:
+    return str(write_tiny_llama(tmp_path_factory.mktemp("llama")))
+
+
+@pytest.fixture
+def settings(tiny, tiny_llama, tmp_path):
+    return {
+        **tiny,
+        "candidates": {"type": "uniform", "size": N},
+        "valid_candidates": {"type": "uniform", "size": N},
+        "eval_users": None,
+        "item_text": "{title}",
+        "llm_path": tiny_llama,
+        "llm_cache_dir": str(tmp_path / "cache"),
+        "max_his_len": 3,
+        "train_num_negatives": N - 1,
+        "lora_dropout": 0.0,
+        "train_batch_size": 8,
+        "epochs": 0,
+    }
+
+
+def lora_params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
+
+
+def base_params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" not in k}
+
+
+def perturb_adapter(model, seed: int = 0) -> None:
+    """LoRA's B starts at zero (the adapter changes nothing); random B makes the adapter matter."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+
+
+def train_batch(trained, rows: int):
+    return next(iter(trained.split.train))[:rows]
+
+
+def test_scorer_logits_equal_the_backend_label_logits(tiny_llama):
+    backend = HFBackend(model_id=tiny_llama, batch_size=2)
+    system = "You rank movies for a user."
+    prompts = [
+        Prompt("History: Heat, Alien. Candidates: A. Up B. Cars C. Big", system, "Answer:"),
+        Prompt("History: Heat, Alien. Candidates: A. Cars B. Up C. Big", system, "Answer:"),
+        Prompt("History: Fargo. Candidates: A. Up B. Big C. Jaws", system, "Answer:"),
+    ]
+    labels = ["A", "B", "C"]
+    want = torch.tensor([a.logits for a in backend.label_logits(prompts, labels)])  # prefix KV cache
+    tokenizer, model = load_model(tiny_llama, None, "float32")  # a trainable copy of its own
+    scorer = LabelScorer(model, tokenizer.pad_token_id)
+    got = scorer([backend.encode(p) for p in prompts], backend.label_token_ids(labels))  # left-padded batch
+    assert got.requires_grad and got.shape == (3, 3)
+    assert torch.allclose(got.detach(), want, atol=1e-5, rtol=0)
+
+
+def test_the_loss_equals_a_slow_per_prompt_reference(settings):
+    trained = train("LLMVerbalizerRanker", "tiny", config_dict=settings, saved=False)
+    model = trained.model
+    perturb_adapter(model)
+    model.train()
+    batch = train_batch(trained, 4)
+    state = model.generator.get_state()
+    loss = model.calculate_loss(batch)
+    # The reference: the same draws, then each prompt alone through the peft model, logits at its last
+    # position, the labels' token ids gathered, cross-entropy against the target's label.
+    model.generator.set_state(state)
+    sequences, lengths = batch[model.ITEM_SEQ].numpy(), batch[model.ITEM_SEQ_LEN].numpy()
+    targets = batch[model.POS_ITEM_ID].numpy()
+    lists = model.training_lists(sequences, lengths, targets)
+    tokenizer, llm = model.backend.tokenizer, model.scorer.model
+    # The byte-level test tokenizer has no merges: " A" is two tokens, so labels are read bare ("A").
+    label_ids = [tokenizer.convert_tokens_to_ids(label) for label in "ABCDEF"]
+    losses = []
+    for s, n, items, target in zip(sequences, lengths, lists, targets):
+        assert len(set(items)) == N and target in items and not set(items[items != target]) & set(s[:n])
+        ids = model.backend.encode(model.mode.prompt(model.training_request(s, n, items)))
+        logits = llm(torch.tensor([ids])).logits[0, -1, label_ids]
+        losses.append(F.cross_entropy(logits[None], torch.tensor([int(np.flatnonzero(items == target)[0])])))
+    assert loss.requires_grad
+    assert torch.allclose(loss, torch.stack(losses).mean(), atol=1e-5, rtol=0)
+
+
+def test_only_the_adapter_trains_and_the_base_weights_stay_bitwise(settings):
+    trained = train("LLMVerbalizerRanker", "tiny", config_dict=settings, saved=False)
+    model = trained.model
+    trainable = [k for k, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in k for k in trainable)
+    assert any(".q_proj.lora_A" in k for k in trainable) and any(".v_proj.lora_B" in k for k in trainable)
+    base, adapter = base_params(model), lora_params(model)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(3):
+        optimizer.zero_grad()
+        model.calculate_loss(train_batch(trained, 4)).backward()
+        optimizer.step()
+    assert all(torch.equal(base[k], v) for k, v in base_params(model).items())
+    assert all(not torch.equal(adapter[k], v) for k, v in lora_params(model).items())
+    # Checkpoints hold the adapter only: the base LLM is the frozen model at llm_path.
+    assert set(model.state_dict()) == set(adapter)
+
+
+def test_a_few_steps_learn_a_toy_task_far_above_chance(settings):
+    """Training lists with the target always at one label: learnable by the adapter in a few steps."""
+    trained = train("LLMVerbalizerRanker", "tiny", config_dict=settings, saved=False)
+    model = trained.model
+    batch = train_batch(trained, 16)
+    sequences, lengths = batch[model.ITEM_SEQ].numpy(), batch[model.ITEM_SEQ_LEN].numpy()
+    targets = batch[model.POS_ITEM_ID].numpy()
+    lists = model.training_lists(sequences, lengths, targets)
+
+    def label_logits() -> torch.Tensor:
+        model.eval()
+        with torch.no_grad():
+            requests = [model.training_request(s, n, items) for s, n, items in zip(sequences, lengths, lists)]
+            return model.scorer(
+                [model.backend.encode(model.mode.prompt(r)) for r in requests], model.label_ids
+            )
+
+    slot = int(label_logits().mean(0).argmin())  # the label the untrained model likes least
+    for row, target in zip(lists, targets):
+        k = int(np.flatnonzero(row == target)[0])
+        row[[k, slot]] = row[[slot, k]]
+    model.training_lists = lambda *_: lists
+    before = float((label_logits().argmax(1) == slot).float().mean())
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-2)
+    for _ in range(15):
+        model.train()
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        optimizer.step()
+    after = float((label_logits().argmax(1) == slot).float().mean())
+    assert before <= 0.25 and after >= 0.9, (before, after)  # chance: 1/6
+
+
+def test_training_validates_on_drawn_lists_and_the_saved_adapter_scores_identically(settings):
+    result = run("LLMVerbalizerRanker", "tiny", config_dict={**settings, "epochs": 1, "learning_rate": 1e-2})
+    trained = result.trained
+    valid = trained.split.valid.protocol
+    assert valid.label == f"uniform{N}-s2020" and valid.candidates.shape[1] == N
+    assert trained.best_valid is not None and "ndcg@10" in trained.best_valid
+    assert result.reports[LABEL]["users"] == result.n_users[LABEL], "validation's cost is not the test's"
+    valid_items, test_items = dict(zip(*trained.split.valid_pairs)), dict(zip(*trained.split.test_pairs))
+    for user, item in valid_items.items():  # the validation item, never the test item
+        assert item in valid.candidates[user] and test_items[user] not in valid.candidates[user]
+    folders = list(Path(settings["checkpoint_dir"]).glob("LLMVerbalizerRanker-adapter-*"))
+    assert len(folders) == 1 and (folders[0] / "adapter_config.json").is_file()
+    assert folders[0] == adapter_folder(trained.trainer.saved_model_file, "LLMVerbalizerRanker")
+    assert any(v.abs().sum() > 0 for k, v in lora_params(trained.model).items() if "lora_B" in k)  # trained
+
+    reloaded = run("LLMVerbalizerRanker", "tiny", config_dict={**settings, "adapter_path": str(folders[0])})
+    assert reloaded.test == result.test
+    report = reloaded.reports[LABEL]
+    assert report["hits"] == report["requests"] and report["misses"] == 0  # same adapter, same cache key
+    loader = trained.test_loaders[LABEL]
+    interaction = next(iter(loader))[0]
+    candidates = loader.protocol.candidates_for(interaction[trained.config["USER_ID_FIELD"]])
+    scores = []
+    for model in (trained.model, reloaded.trained.model):
+        model.backend = model.backend.inner  # bypass the cache: compute both
+        scores.append(model.predict_candidates(interaction, candidates))
+    assert torch.equal(scores[0], scores[1])
+
+
+def test_the_response_cache_never_serves_zero_shot_answers_to_an_adapter(settings):
+    zero_shot = run("LLMRanker", "tiny", config_dict=settings, saved=False)
+    tuned = run("LLMVerbalizerRanker", "tiny", config_dict=settings, saved=False)
+    report = tuned.reports[LABEL]
+    assert (
+        zero_shot.reports[LABEL]["misses"] == report["misses"] == report["requests"] and report["hits"] == 0
+    )
+    # A fresh adapter (LoRA's B is zero) changes nothing: the same lists rank the same.
+    assert tuned.test == zero_shot.test
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"ranking_mode": "listwise"}, "set ranking_mode: verbalizer"),
+        ({"llm_backend": "openai"}, "set llm_backend: hf"),
+        ({"user_profile": True}, "user_profile or augment_items"),
+        ({"lora_target_modules": "q_proj"}, "lora_target_modules must be a non-empty list"),
+        ({"lora_r": 0}, "lora_r must be a positive integer"),
+        ({"adapter_path": "nowhere"}, "holds no adapter_config.json"),
+        ({"epochs": 1, "valid_candidates": None}, "early stopping needs validation lists"),
+        ({"valid_candidates": {"type": "full"}}, "valid_candidates must be a uniform or popularity block"),
+    ],
+)
+def test_settings_fine_tuning_cannot_use_fail_before_any_loading(settings, monkeypatch, change, message):
+    monkeypatch.setattr("recbole_llm.quick_start.load_split", lambda config: pytest.fail("data was loaded"))
+    with pytest.raises(RecBoleLLMError, match=message):
+        train("LLMVerbalizerRanker", "tiny", config_dict={**settings, **change}, saved=False)
+
+
+class Interrupted(Exception):
+    """A kill right after the first epoch's resume state is written."""
+
+
+def test_a_killed_fine_tuning_resumes_and_ends_as_if_uninterrupted(settings, monkeypatch):
+    from recbole_llm.evaluation.resume import ResumableTraining
+
+    tuning = {**settings, "epochs": 2, "learning_rate": 1e-2, "lora_dropout": 0.05}
+    reference = run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
+    save = ResumableTraining._save_resume_state
+
+    def save_then_stop(self, epoch, generators):
+        assert "model..generator" in generators  # the negatives' generator (root module: "") is resumed too
+        save(self, epoch, generators)
+        raise Interrupted
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ResumableTraining, "_save_resume_state", save_then_stop)
+        with pytest.raises(Interrupted):
+            run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
+    resumed = run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
+    assert resumed.trained.trainer.start_epoch == 1
+    assert resumed.trained.trainer.train_loss_dict == reference.trained.trainer.train_loss_dict
+    assert resumed.test == reference.test

@@ -22,6 +22,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "GRU4Rec": "recbole_llm.models.sequential.gru4rec:GRU4Rec",
     "LLMRanker": "recbole_llm.models.llm.ranker:LLMRanker",
     "LLMVerbalizerRanker": "recbole_llm.models.llm.verbalizer_ft:LLMVerbalizerRanker",
+    "LLMPointwiseRanker": "recbole_llm.models.llm.pointwise_ft:LLMPointwiseRanker",
     "EmbeddingRetriever": "recbole_llm.models.retrieval.retriever:EmbeddingRetriever",
     "TwoStage": "recbole_llm.models.retrieval.two_stage:TwoStage",
 }

@@ -111,5 +111,5 @@ def test_keys_recbole_accepts_without_yaml_defaults_are_known():
 def test_every_key_the_plugin_reads_has_a_yaml_default():
     source = "\n".join(p.read_text() for p in Path(recbole_llm.__file__).parent.rglob("*.py"))
     read = set(re.findall(r"config\[[\"'](\w+)[\"']\]", source))
-    set_by_recbole = {"MODEL_TYPE", "device", "local_rank"}  # derived by RecBole's Config itself
+    set_by_recbole = {"MODEL_TYPE", "device", "local_rank", "single_spec"}  # derived by RecBole's Config
     check_keys(sorted(read - set_by_recbole), {}, strict=True)

@@ -18,7 +18,7 @@ pytest.importorskip("peft")
 
 from recbole_llm.llm.backends.hf import HFBackend, load_model  # noqa: E402
 from recbole_llm.llm.scorer import LabelScorer  # noqa: E402
-from recbole_llm.models.llm.verbalizer_ft import adapter_folder  # noqa: E402
+from recbole_llm.models.llm.finetuned import adapter_folder  # noqa: E402
 from tests.llm_fixtures import write_tiny_llama  # noqa: E402
 
 N = 6  # candidates per list: the target + 5 negatives

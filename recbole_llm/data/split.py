@@ -113,18 +113,27 @@ def _default_load_col(config, inter: AtomicFile) -> dict | None:
     return {**load_col, "inter": [c for c in dict.fromkeys(wanted) if c in inter.types]}
 
 
-def _loaded_columns(config, inter: AtomicFile) -> list[str]:
+def _loaded_columns(inter: AtomicFile, load_col: dict | None, unload_col: dict | None) -> list[str]:
     """The `.inter` columns RecBole will load under `load_col` and `unload_col`."""
-    load_col, unload_col = config["load_col"], config["unload_col"] or {}
+    unload_col = unload_col or {}
     listed = inter.types if load_col is None or load_col.get("inter") == "*" else load_col.get("inter", [])
     return [c for c in inter.types if c in listed and c not in unload_col.get("inter", [])]
+
+
+def loaded_inter_columns(config) -> list[str]:
+    """The `.inter` columns a run of `config` will load, as `prepare_dataset_files` chooses them, read
+    from the header only: a model's `check_config` may ask before anything is loaded."""
+    inter = read_atomic_file(_inter_paths(config)[0], config["field_separator"], config["encoding"])
+    given = "load_col" in config.external_config_dict
+    load_col = config["load_col"] if given else _default_load_col(config, inter)
+    return _loaded_columns(inter, load_col, config["unload_col"])
 
 
 def _check_inter(config, inter: AtomicFile) -> None:
     """Ids present and loaded, time present (or the missing_time fallback), float columns numeric."""
     if not inter.has_rows():
         raise inter.fail("the header has no rows below it", "add one interaction per line")
-    loaded = _loaded_columns(config, inter)
+    loaded = _loaded_columns(inter, config["load_col"], config["unload_col"])
     for key in ("USER_ID_FIELD", "ITEM_ID_FIELD"):
         kind = key.split("_")[0].lower()
         inter.require(config[key], f"name the {kind} id column '{config[key]}' in the header, or set {key}")

@@ -1,0 +1,176 @@
+"""FineTunedLLMRanker: what the LoRA-tuned LLM rankers (LLMVerbalizerRanker, LLMPointwiseRanker) share.
+
+A subclass turns rows of RecBole's sequential train loader (the user's earlier items, `POS_ITEM_ID`
+next) into the very prompts its mode (`trained_mode`) shows at test time and writes `calculate_loss`
+over their label logits. This base gives it the model's own copy of the LLM with a peft adapter (only
+the adapter is trained, through the backend's `LabelScorer`, so what is trained is what is evaluated),
+negatives drawn with a generator seeded from `seed` (saved with resume states), adapter-only
+checkpoints, a trainer that saves the adapter beside each of them, and the settings fine-tuning refuses.
+Everything at evaluation (bootstrapping, position probes, the response cache, keyed on the adapter's
+SHA-256) is LLMRanker's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from recbole.trainer import Trainer
+
+from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.llm.backend import Backend
+from recbole_llm.llm.factory import cached
+from recbole_llm.llm.lora import ADAPTER_CONFIG, LoRABackend
+from recbole_llm.models.llm.modes import RankRequest
+from recbole_llm.models.llm.ranker import LLMRanker
+
+ADAPTER_KEY = "lora_"  # in the name of every adapter tensor, and of no base weight
+
+
+def adapter_folder(checkpoint: str | Path, model: str) -> Path:
+    """`<checkpoint_dir>/<model>-adapter-<time>` beside RecBole's `<checkpoint_dir>/<model>-<time>.pth`."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem.replace(f"{model}-", f"{model}-adapter-", 1))
+
+
+class AdapterTrainer(Trainer):
+    """RecBole's trainer; every best-model checkpoint it writes gets the adapter beside it, in peft's
+    format, so that `adapter_path` evaluates it later without RecBole's checkpoint or config."""
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        """Validation, whose LLM cost is logged here and kept out of the test's cost report."""
+        result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self.logger.info(f"validation cost: {self.model.evaluation_report()}")
+        return result
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return  # as RecBole: only the first process writes
+        folder = adapter_folder(self.saved_model_file, self.config["model"])
+        self.model.backend.save_adapter(folder)
+        self.logger.info(f"Saving adapter: {folder}")
+
+
+class FineTunedLLMRanker(LLMRanker):
+    """Base of the fine-tuned rankers; a subclass names the mode it trains and writes `calculate_loss`."""
+
+    trainer_class = AdapterTrainer
+    trained_mode: ClassVar[str]
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        # Registered, so that RecBole's optimiser, device moves and train/eval switches reach the LLM.
+        self.scorer = self.backend.scorer
+        self.negatives = int(config["train_num_negatives"])
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def make_backend(self, config) -> Backend:
+        """The model's own trainable copy of the LLM with its adapter, behind the response cache."""
+        return cached(
+            LoRABackend.from_config(
+                config["llm_path"],
+                config["llm_gguf_file"],
+                dtype=config["llm_dtype"],
+                batch_size=config["llm_batch_size"],
+                lora={
+                    "r": config["lora_r"],
+                    "lora_alpha": config["lora_alpha"],
+                    "lora_dropout": config["lora_dropout"],
+                    "target_modules": list(config["lora_target_modules"]),
+                },
+                adapter_path=config["adapter_path"],
+            ),
+            config,
+        )
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Settings that fine-tuning cannot work with, before the data and the LLM are loaded."""
+        super().check_config(config)
+        name, mode = cls.__name__, cls.trained_mode
+        if importlib.util.find_spec("peft") is None:
+            raise RecBoleLLMError(f"{name} trains a LoRA adapter with peft: pip install peft.")
+        if config["llm_backend"] != "hf":
+            raise RecBoleLLMError(
+                f"{name} fine-tunes local weights: set llm_backend: hf, not {config['llm_backend']!r}."
+            )
+        if config["ranking_mode"] != mode:
+            raise RecBoleLLMError(
+                f"{name} trains the {mode} mode's label logits: set ranking_mode: {mode}, "
+                f"not {config['ranking_mode']!r} (LLMRanker serves the other modes)."
+            )
+        if config["user_profile"] or config["augment_items"]:
+            raise RecBoleLLMError(
+                f"{name} does not support user_profile or augment_items: the texts would be "
+                "written by the model being trained. Set both to False."
+            )
+        targets = config["lora_target_modules"]
+        if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets):
+            raise RecBoleLLMError(
+                f"lora_target_modules must be a non-empty list of module names such as [q_proj, v_proj], "
+                f"not {targets!r}."
+            )
+        path = config["adapter_path"]
+        if path is not None and not (Path(path) / ADAPTER_CONFIG).is_file():
+            raise RecBoleLLMError(
+                f"adapter_path {path!r} holds no {ADAPTER_CONFIG}: point it at a folder a training run wrote "
+                f"(<checkpoint_dir>/{name}-adapter-<time>)."
+            )
+        if config["epochs"] > 0 and config["eval_step"] > 0 and config["valid_candidates"] is None:
+            raise RecBoleLLMError(
+                f"{name} ranks candidate lists only, so early stopping needs validation lists: "
+                "set valid_candidates (e.g. {type: uniform, size: 20}), or eval_step: 0 to train without "
+                "validation."
+            )
+
+    def training_request(self, sequence: np.ndarray, length: int, items: Iterable[int]) -> RankRequest:
+        """The request for a training row over `items`, built as `predict_candidates` builds one."""
+        texts = tuple(self.texts[i] for i in items)
+        return RankRequest(self.history(sequence, length), texts, "", self.recently(sequence, length))
+
+    def draw_negatives(self, sequence: np.ndarray, length: int, target: int) -> torch.Tensor:
+        """`train_num_negatives` items drawn uniformly from those outside the row's history and target."""
+        allowed = torch.ones(self.n_items, dtype=torch.bool)
+        allowed[0] = False  # padding
+        allowed[torch.from_numpy(sequence[:length])] = False
+        allowed[int(target)] = False
+        pool = allowed.nonzero().squeeze(1)
+        if len(pool) < self.negatives:
+            raise RecBoleLLMError(
+                f"Cannot draw {self.negatives} negatives from the {len(pool)} items a training row has "
+                "not seen; lower train_num_negatives."
+            )
+        return pool[torch.randperm(len(pool), generator=self.generator)[: self.negatives]]
+
+    def predict_candidates(self, interaction, candidates: torch.Tensor) -> torch.Tensor:
+        """LLMRanker's scores, always in eval mode (no LoRA dropout), whatever mode the caller left."""
+        training = self.training
+        self.eval()
+        try:
+            return super().predict_candidates(interaction, candidates)
+        finally:
+            self.train(training)
+
+    def state_dict(self, *args, **kwargs):
+        """The adapter's weights only: the base LLM is the frozen model at `llm_path`, so checkpoints
+        and resume states hold megabytes, not a copy of the LLM each."""
+        state = super().state_dict(*args, **kwargs)
+        for key in [k for k in state if ADAPTER_KEY not in k]:
+            del state[key]
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Adapter weights from `state_dict` (see `state_dict`); strict about those only."""
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        lost = [k for k in result.missing_keys if ADAPTER_KEY in k]
+        if strict and (lost or result.unexpected_keys):
+            raise RecBoleLLMError(
+                f"The checkpoint does not match this model's adapter (missing {lost[:3]}, unexpected "
+                f"{result.unexpected_keys[:3]}): was it written with other lora_* settings?"
+            )
+        return result

@@ -19,11 +19,13 @@ from recbole_llm.data.candidates import top_n
 from recbole_llm.data.protocol import (
     attach_validation_protocol,
     build_test_loader,
+    graded_protocol,
     group_by_user,
     resolve_protocols,
 )
 from recbole_llm.data.protocols import Protocol, Retriever
 from recbole_llm.data.split import Split, load_split, prepare_dataset_files
+from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.evaluation.scoring import score_loader
 from recbole_llm.evaluation.trainer import trusted_checkpoints
 from recbole_llm.registry import get_trainer
@@ -76,7 +78,7 @@ def train(
     init_logger(config)
     logger = getLogger()
     logger.info(config)
-    split = load_split(config)
+    split = load_split(config, graded_protocol(protocols))
     attach_validation_protocol(config, split)
     retrieve = _retriever(config, saved)
     test_loaders = {p.label: build_test_loader(config, split, p, retrieve) for p in protocols}
@@ -155,6 +157,12 @@ def evaluate(trained: Trained, protocols: list | None = None, saved: bool = True
     """
     config = trained.config
     chosen = trained.protocols if protocols is None else resolve_protocols(config, protocols)
+    held, wanted = (graded_protocol(p) for p in (trained.protocols, chosen))
+    if (held and (held.history, held.size)) != (wanted and (wanted.history, wanted.size)):
+        raise RecBoleLLMError(
+            "A graded protocol changes the split: evaluate it only on a model trained with the same "
+            "graded history and size, and other protocols only on a model trained without one."
+        )
     result = RunResult(trained)
     for protocol in chosen:
         label = protocol.label

@@ -23,6 +23,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "LLMRanker": "recbole_llm.models.llm.ranker:LLMRanker",
     "LLMVerbalizerRanker": "recbole_llm.models.llm.verbalizer_ft:LLMVerbalizerRanker",
     "LLMPointwiseRanker": "recbole_llm.models.llm.pointwise_ft:LLMPointwiseRanker",
+    "LLMListwiseRanker": "recbole_llm.models.llm.listwise_ft:LLMListwiseRanker",
     "EmbeddingRetriever": "recbole_llm.models.retrieval.retriever:EmbeddingRetriever",
     "TwoStage": "recbole_llm.models.retrieval.two_stage:TwoStage",
 }

@@ -21,6 +21,7 @@ from recbole_llm.data.candidates import (
 from recbole_llm.data.protocols import (
     File,
     Full,
+    Graded,
     Popularity,
     Protocol,
     Retriever,
@@ -28,7 +29,7 @@ from recbole_llm.data.protocols import (
     Uniform,
     parse_protocol,
 )
-from recbole_llm.data.split import Split, subset_loader
+from recbole_llm.data.split import Split, loaded_inter_columns, subset_loader
 from recbole_llm.errors import RecBoleLLMError
 
 # retrieve(protocol, user_tokens) -> candidate item tokens per user
@@ -46,9 +47,14 @@ class EvalProtocol:
     lists_sha: str | None = None  # content hash of the evaluated users' lists
     set_sha: str | None = None  # content hash of the lists of the protocol's whole user pool
     set_users: int | None = None  # users in that pool
+    gains: torch.Tensor | None = None  # n_users x N graded relevance of the candidates (graded protocol)
+    cutoffs: tuple[int, ...] = ()  # the graded NDCG cutoffs
 
     def candidates_for(self, users: torch.Tensor) -> torch.Tensor:
         return self.candidates[users.cpu()].to(users.device)
+
+    def gains_for(self, users: torch.Tensor) -> torch.Tensor:
+        return self.gains[users.cpu()].to(users.device)
 
     def mask_history(self, scores: torch.Tensor, users: torch.Tensor) -> None:
         """Set the scores of each user's already-seen items to -inf, in place."""
@@ -134,12 +140,34 @@ def _cold_users(split: Split, users: list[str], max_count: int) -> list[str]:
     return [u for u, i in zip(users, ids) if counts[truth[int(i)]].max() <= max_count]
 
 
+def _graded_lists(split: Split, protocol: Graded) -> CandidateSet:
+    """Every graded user's window, shuffled with the seed per user in token order."""
+    ds = split.dataset
+    users = sorted(ds.id2token(ds.uid_field, list(split.windows.items)))
+    rng = np.random.default_rng([protocol.seed, 3])
+    windows = [split.windows.items[int(u)] for u in _to_ids(ds, ds.uid_field, users)]
+    return CandidateSet(users, [list(ds.id2token(ds.iid_field, rng.permutation(w))) for w in windows])
+
+
+def _graded_gains(split: Split, protocol: Graded, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
+    """n_users x size gains of the listed items: their rating, or 2^rating - 1 (`gain: exp`)."""
+    gains = torch.zeros((split.n_users, items.shape[1]), dtype=torch.float64)
+    for user, row in zip(users, items):
+        rating = dict(zip(split.windows.items[int(user)].tolist(), split.windows.ratings[int(user)]))
+        gains[int(user)] = torch.tensor([rating[int(i)] for i in row], dtype=torch.float64)
+    return gains if protocol.gain == "rating" else torch.exp2(gains) - 1
+
+
 def _pool_set(config, split: Split, protocol: Protocol, retrieve: Retrieve | None) -> CandidateSet:
     """The lists of every user the protocol can evaluate; drawn lists are stored and reused."""
     if isinstance(protocol, Full):
         return CandidateSet(_evaluated_users(split), None)
     if isinstance(protocol, File):
         return _read_file(split, protocol)
+    if isinstance(protocol, Graded) and split.windows is None:
+        raise RecBoleLLMError(
+            f"'{protocol.label}' needs its windows held out: train with it as the protocol."
+        )
     users = _evaluated_users(split)
     ds = split.dataset
     key = {
@@ -149,6 +177,8 @@ def _pool_set(config, split: Split, protocol: Protocol, retrieve: Retrieve | Non
     }
 
     def create() -> CandidateSet:
+        if isinstance(protocol, Graded):
+            return _graded_lists(split, protocol)
         if isinstance(protocol, Retriever):
             if retrieve is None:
                 raise RecBoleLLMError("The retriever protocol needs a retriever to run.")
@@ -172,8 +202,37 @@ def resolve_protocols(config, blocks: list | None = None) -> list[Protocol]:
         raise RecBoleLLMError(f"Protocols must differ; these repeat: {sorted(labels)}.")
     for protocol in protocols:
         protocol.check_model(config["model"], config.model_class)
+    if any(isinstance(p, Graded) for p in protocols):
+        if len(protocols) > 1:
+            raise RecBoleLLMError(
+                f"A graded protocol holds out its own split, so it is tested alone, not with {labels}."
+            )
+        check_graded_config(config)
     validation_protocol(config)
     return protocols
+
+
+def graded_protocol(protocols: list[Protocol]) -> Graded | None:
+    """The run's graded protocol (tested alone: resolve_protocols), whose windows its split holds out."""
+    return next((p for p in protocols if isinstance(p, Graded)), None)
+
+
+def check_graded_config(config) -> None:
+    """Fail in one line, before any data is loaded, when the run cannot hold out graded windows."""
+    rating = config["RATING_FIELD"]
+    if not rating or rating not in loaded_inter_columns(config):
+        raise RecBoleLLMError(
+            f"candidates.type graded ranks by rating, but {config['dataset']} loads no '{rating}' column: "
+            "add a rating column to the .inter file (or set RATING_FIELD / load_col)."
+        )
+    eval_args = config["eval_args"]
+    if eval_args["split"] != {"LS": "valid_and_test"} or eval_args["order"] != "TO":
+        raise RecBoleLLMError(
+            "candidates.type graded needs the time-ordered leave-one-out split "
+            "(eval_args: {split: {LS: valid_and_test}, order: TO}); remove the eval_args override."
+        )
+    if config["benchmark_filename"] is not None:
+        raise RecBoleLLMError("candidates.type graded cannot hold out windows of a pre-split benchmark.")
 
 
 def validation_protocol(config) -> Sized | None:
@@ -208,11 +267,14 @@ def build_test_loader(config, split: Split, protocol: Protocol, retrieve: Retrie
         item_ids = _to_ids(ds, ds.iid_field, cs.items).reshape(len(users), -1)
         candidates = torch.zeros((split.n_users, item_ids.shape[1]), dtype=torch.long)
         candidates[torch.from_numpy(users)] = torch.from_numpy(item_ids)
+    graded = {}
+    if isinstance(protocol, Graded):
+        graded = {"gains": _graded_gains(split, protocol, users, item_ids), "cutoffs": protocol.cutoffs}
     history = split.history("test") if config["mask_history"] else None
     ds_test = split.test._dataset
     loader = subset_loader(config, split.test, np.isin(ds_test.inter_feat[ds_test.uid_field].numpy(), users))
     loader.protocol = EvalProtocol(
-        protocol.label, len(users), candidates, history, cs.digest(), pool.digest(), len(pool.users)
+        protocol.label, len(users), candidates, history, cs.digest(), pool.digest(), len(pool.users), **graded
     )
     return loader
 

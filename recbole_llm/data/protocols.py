@@ -185,7 +185,62 @@ class File(Protocol):
             raise RecBoleLLMError(f"candidates.shuffle must be true or false, not {self.shuffle!r}.")
 
 
-PROTOCOLS: dict[str, type[Protocol]] = {p.type: p for p in (Full, Uniform, Popularity, Retriever, File)}
+@dataclass(frozen=True)
+class Graded(Protocol):
+    """ALRO's graded lists (Chao et al. 2024): after `history` items, a user's next `size` rated items,
+    ranked against their ratings (NDCG with rating gains at `cutoffs`).
+
+    The lists are each eligible user's last `size` interactions, held out of training (data/graded.py);
+    each list is shuffled with the seed, so that its time order hands no position-biased ranker a gain.
+    `gain`: 'rating' (gain = rating) or 'exp' (2^rating - 1).
+    """
+
+    type: ClassVar[str] = "graded"
+    history: int = 20
+    size: int = 25
+    gain: str = "rating"
+    cutoffs: tuple[int, ...] = (3, 10, 25)
+
+    @property
+    def name(self) -> str:
+        parts = [f"graded{self.size}", *([] if self.history == 20 else [f"h{self.history}"])]
+        return "-".join([*parts, *([] if self.gain == "rating" else [self.gain])])
+
+    @property
+    def seeded(self) -> bool:
+        return True
+
+    def set_identity(self) -> dict:
+        """The gain and the cutoffs score the lists; they do not change them."""
+        return {k: v for k, v in super().set_identity().items() if k not in ("gain", "cutoffs")}
+
+    def validate(self) -> None:
+        super().validate()
+        for key, least in (("history", 2), ("size", 2)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise RecBoleLLMError(f"candidates.{key} must be an integer >= {least}, not {value!r}.")
+        if self.gain not in GAINS:
+            raise RecBoleLLMError(f"candidates.gain must be one of {', '.join(GAINS)}, not {self.gain!r}.")
+        cutoffs = self.cutoffs
+        if (
+            not isinstance(cutoffs, (list, tuple))
+            or not cutoffs
+            or any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.size for k in cutoffs)
+        ):
+            raise RecBoleLLMError(
+                f"candidates.cutoffs must be a list of integers in 1..{self.size}, not {cutoffs!r}."
+            )
+        object.__setattr__(self, "cutoffs", tuple(cutoffs))  # hashable, whatever YAML gave
+        if self.cold_items is not None:
+            raise RecBoleLLMError("candidates.cold_items does not apply to type graded; remove it.")
+
+
+GAINS = ("rating", "exp")
+
+PROTOCOLS: dict[str, type[Protocol]] = {
+    p.type: p for p in (Full, Uniform, Popularity, Retriever, File, Graded)
+}
 
 
 def parse_protocol(block, eval_users: int | None = None, seed: int = DEFAULT_SEED) -> Protocol:

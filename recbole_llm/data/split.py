@@ -13,6 +13,8 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import FeatureSource, FeatureType, ModelType
 
 from recbole_llm.data.atomic_files import AtomicFile, check_numbers, check_unique_ids, read_atomic_file
+from recbole_llm.data.graded import Windows, hold_out_windows
+from recbole_llm.data.protocols import Graded
 from recbole_llm.errors import RecBoleLLMError
 
 # The `.inter` fields the protocol uses: loaded whenever the header has them, unless `load_col` is given.
@@ -28,9 +30,10 @@ class Split:
     train: object
     valid: object
     test: object
-    seen: sp.csr_matrix  # every (user, item) pair of the whole dataset
+    seen: sp.csr_matrix  # every (user, item) pair of the dataset (less held-out graded windows)
     valid_pairs: tuple[np.ndarray, np.ndarray]
     test_pairs: tuple[np.ndarray, np.ndarray]
+    windows: Windows | None = None  # the graded protocol's held-out lists, when the run has one
 
     @property
     def n_users(self) -> int:
@@ -203,12 +206,14 @@ def _add_missing_time(config, dataset) -> None:
     dataset.set_field_property(time, FeatureType.FLOAT, FeatureSource.INTERACTION, 1)
 
 
-def load_split(config) -> Split:
-    """Create the dataset and RecBole's train/valid/test loaders for `config`."""
+def load_split(config, graded: Graded | None = None) -> Split:
+    """Create the dataset and RecBole's train/valid/test loaders for `config`; with a `graded`
+    protocol, its windows are held out first (data/graded.py) and `seen` covers what is left."""
     dataset = create_dataset(config)
     _add_missing_time(config, dataset)
+    windows = None if graded is None else hold_out_windows(config, dataset, graded)
     inter = dataset.inter_feat  # still a DataFrame of every interaction, before augmentation
     shape = (dataset.user_num, dataset.item_num)
     seen = pair_matrix(inter[dataset.uid_field].to_numpy(), inter[dataset.iid_field].to_numpy(), shape)
     train, valid, test = data_preparation(config, dataset)
-    return Split(dataset, train, valid, test, seen, _pairs(valid._dataset), _pairs(test._dataset))
+    return Split(dataset, train, valid, test, seen, _pairs(valid._dataset), _pairs(test._dataset), windows)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from recbole.trainer import Trainer
 
+from recbole_llm.evaluation.graded import graded_ndcg
 from recbole_llm.evaluation.resume import ResumableTraining
 from recbole_llm.evaluation.scoring import score_all_items, score_candidates
 from recbole_llm.evaluation.ties import TieAwareCollector
@@ -63,6 +64,7 @@ class ProtocolEvaluation:
         super().__init__(config, model)
         self.eval_collector = TieAwareCollector(config)
         self._protocol = None
+        self._graded: list[torch.Tensor] = []  # per-batch graded NDCG rows (graded protocol)
         self.epoch_seconds: list[float] = []  # pure training time per epoch, for cost comparisons
 
     def _train_epoch(self, train_data, *args, **kwargs):
@@ -76,9 +78,15 @@ class ProtocolEvaluation:
             self.epoch_seconds.append(time.perf_counter() - start)
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        self._protocol = getattr(eval_data, "protocol", None)
+        self._protocol, self._graded = getattr(eval_data, "protocol", None), []
         with trusted_checkpoints():
-            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+            result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        if self._protocol is None or self._protocol.gains is None:
+            return result
+        # Graded lists: NDCG with rating gains replaces RecBole's metrics of the window's first item.
+        means = torch.cat(self._graded).mean(0).tolist()
+        places = self.config["metric_decimal_place"]
+        return {f"ndcg@{k}": round(m, places) for k, m in zip(self._protocol.cutoffs, means)}
 
     def resume_checkpoint(self, resume_file):
         with trusted_checkpoints():
@@ -101,6 +109,10 @@ class ProtocolEvaluation:
             candidate_scores = score_candidates(
                 self.model, interaction, candidates, self.item_tensor, self.test_batch_size
             )
+            if protocol.gains is not None:
+                self._graded.append(
+                    graded_ndcg(candidate_scores, protocol.gains_for(users), protocol.cutoffs).cpu()
+                )
             scores = torch.full((len(users), self.tot_item_num), -np.inf, device=self.device)
             scores.scatter_(1, candidates, candidate_scores.float())
         scores[:, 0] = -np.inf  # padding item

@@ -3,7 +3,8 @@
 One code path serves inference and training: the hf backend calls it under `no_grad` on the shared
 eval-mode model (with the KV cache of a prefix its prompts share), and a fine-tuned ranker calls it
 with gradients on its own trainable copy, so what is trained is exactly what is evaluated. Prompts are
-left-padded, with an explicit attention mask and position ids, so that padding changes no logit.
+left-padded, with an explicit attention mask and position ids, so that padding changes no logit;
+`teacher_forced` runs prompts with their target answers the same way, for generative fine-tuning.
 """
 
 from __future__ import annotations
@@ -35,9 +36,18 @@ class LabelScorer(torch.nn.Module):
         state = {"cache": output.past_key_values, "mask": mask, "next_position": positions[:, -1] + 1}
         return output.logits[:, -1].float(), state
 
-    def _run(self, encoded: list[list[int]], shared: int, prefix, use_cache: bool):
+    def teacher_forced(self, encoded: list[list[int]], targets: list[list[int]]) -> list[torch.Tensor]:
+        """Per prompt, the logits [len(target), V] that predict each token of its target answer, given
+        the prompt and the target's earlier tokens: one forward over prompt + target (teacher forcing)."""
+        longest = max(map(len, targets))
+        joined = [ids + target[:-1] for ids, target in zip(encoded, targets)]
+        output, _, _ = self._run(joined, 0, None, use_cache=False, keep=longest)
+        logits = output.logits.float()  # left padding: every row's target ends at the last position
+        return [logits[row, longest - len(target) :] for row, target in enumerate(targets)]
+
+    def _run(self, encoded: list[list[int]], shared: int, prefix, use_cache: bool, keep: int = 1):
         """One forward of the prompts' tokens after the first `shared` ones, whose KV cache `prefix`
-        holds (None: `shared` is 0); the language-model head runs on the last position only."""
+        holds (None: `shared` is 0); the language-model head runs on the last `keep` positions only."""
         device = next(self.model.parameters()).device
         cache = None
         if prefix is not None:
@@ -57,6 +67,6 @@ class LabelScorer(torch.nn.Module):
             position_ids=positions,
             past_key_values=cache,
             use_cache=use_cache,
-            logits_to_keep=1,
+            logits_to_keep=keep,
         )
         return output, mask, positions

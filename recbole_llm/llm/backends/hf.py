@@ -188,7 +188,7 @@ class HFBackend(Backend):
         logits, state = self._prefill(encoded)
         start = time.perf_counter()
         eos = self.tokenizer.eos_token_id
-        done = torch.zeros(len(encoded), dtype=torch.bool)
+        done = torch.zeros(len(encoded), dtype=torch.bool, device=logits.device)
         tokens: list[torch.Tensor] = []
         for step in range(max_new_tokens):
             token = logits.argmax(-1)

@@ -1,4 +1,5 @@
-"""FineTunedLLMRanker: what the LoRA-tuned LLM rankers (LLMVerbalizerRanker, LLMPointwiseRanker) share.
+"""FineTunedLLMRanker: what the LoRA-tuned LLM rankers (LLMVerbalizerRanker, LLMPointwiseRanker,
+LLMListwiseRanker) share.
 
 A subclass turns rows of RecBole's sequential train loader (the user's earlier items, `POS_ITEM_ID`
 next) into the very prompts its mode (`trained_mode`) shows at test time and writes `calculate_loss`
@@ -146,6 +147,15 @@ class FineTunedLLMRanker(LLMRanker):
                 "not seen; lower train_num_negatives."
             )
         return pool[torch.randperm(len(pool), generator=self.generator)[: self.negatives]]
+
+    def training_lists(self, sequences: np.ndarray, lengths: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Candidates [rows, 1 + train_num_negatives] per row: the target and its drawn negatives, in a
+        random order."""
+        lists = np.empty((len(targets), self.negatives + 1), dtype=np.int64)
+        for row, (sequence, length, target) in enumerate(zip(sequences, lengths, targets)):
+            items = torch.cat([torch.tensor([int(target)]), self.draw_negatives(sequence, length, target)])
+            lists[row] = items[torch.randperm(len(items), generator=self.generator)].numpy()
+        return lists
 
     def predict_candidates(self, interaction, candidates: torch.Tensor) -> torch.Tensor:
         """LLMRanker's scores, always in eval mode (no LoRA dropout), whatever mode the caller left."""

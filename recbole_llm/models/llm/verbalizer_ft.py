@@ -10,7 +10,6 @@ FineTunedLLMRanker's (finetuned.py).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -39,12 +38,3 @@ class LLMVerbalizerRanker(FineTunedLLMRanker):
         logits = self.scorer(encoded, self.label_ids)
         answers = torch.from_numpy((lists == targets[:, None]).argmax(1)).to(logits.device)
         return F.cross_entropy(logits, answers)
-
-    def training_lists(self, sequences: np.ndarray, lengths: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """Candidates [rows, 1 + train_num_negatives] per row: the target and its drawn negatives, in a
-        random order."""
-        lists = np.empty((len(targets), self.negatives + 1), dtype=np.int64)
-        for row, (sequence, length, target) in enumerate(zip(sequences, lengths, targets)):
-            items = torch.cat([torch.tensor([int(target)]), self.draw_negatives(sequence, length, target)])
-            lists[row] = items[torch.randperm(len(items), generator=self.generator)].numpy()
-        return lists

@@ -1,0 +1,128 @@
+"""LLMListwiseRanker: LLMRanker's list-wise mode with a LoRA adapter fine-tuned on the training split
+(ALRO, Chao et al. 2024, "Make Large Language Model a Better Ranker").
+
+A training row becomes the very prompt the `listwise` mode shows at test time, over the target and
+`train_num_negatives` items the row never saw (drawn and shuffled with the model's seeded generator),
+and its target answer is the labels in the desired order, as the mode asks for them and parses them
+(" C > A > B", then end-of-sequence): the candidates by decreasing gain, ties in their shown order (with
+the `next_item` gains, the target first). The SFT loss is the token-level cross-entropy of that answer,
+teacher-forced in one forward per row. `loss_type: alro` adds ALRO's soft lambda loss over the label
+logits at the answer's label positions and its permutation-sensitive loss against the same row shown
+in another seeded order (one more forward per row); listwise_losses.py has the formulas. Evaluation is
+the zero-shot mode's: a generated answer, parsed. The adapter, its training and checkpoints are
+FineTunedLLMRanker's (finetuned.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recbole_llm.errors import RecBoleLLMError, did_you_mean
+from recbole_llm.llm.listwise_losses import alro_loss, permutation_sensitive_loss, soft_lambda_loss
+from recbole_llm.llm.prompts import candidate_labels
+from recbole_llm.models.llm.finetuned import FineTunedLLMRanker
+
+LOSS_TYPES = ("sft", "alro")
+SEPARATOR = " > "  # between the labels of an answer, as properties/prompts/listwise.yaml asks
+# Labels whose first tokens stay distinct (the label logits need one token per candidate): A..Z, 1..9.
+MAX_LABELS = {"letters": 26, "numbers": 9}
+
+
+class LLMListwiseRanker(FineTunedLLMRanker):
+    trained_mode = "listwise"
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.loss_type = config["loss_type"]
+        self.alpha, self.beta = float(config["alro_alpha"]), float(config["alro_beta"])
+        self.gamma = float(config["alro_gamma"])
+        self.labels = candidate_labels(self.negatives + 1, self.mode.label_style)
+        self.label_ids = self.backend.label_token_ids(self.labels)
+        tokenizer = self.backend.tokenizer
+
+        def encode(text: str) -> list[int]:
+            return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+        # The label's token is " A" or, where the tokenizer has no such token, "A" after a space.
+        spaced = all(encode(" " + label)[0] == i for label, i in zip(self.labels, self.label_ids))
+        self.label_tokens = [encode(" " + label) if spaced else encode(label) for label in self.labels]
+        self.gaps = [encode(gap[:-1] if spaced else gap) for gap in (" ", SEPARATOR)]  # first, then others
+        self.eos = tokenizer.eos_token_id
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Besides fine-tuning's settings, a known `loss_type`, non-negative ALRO weights and no more
+        training candidates than labels with distinct first tokens."""
+        super().check_config(config)
+        loss_type = config["loss_type"]
+        if loss_type not in LOSS_TYPES:
+            raise RecBoleLLMError(
+                f"Unknown loss_type {loss_type!r}; choose from {', '.join(LOSS_TYPES)}."
+                + did_you_mean(str(loss_type), LOSS_TYPES)
+            )
+        for key in ("alro_alpha", "alro_beta"):
+            if not isinstance(config[key], int | float) or config[key] < 0:
+                raise RecBoleLLMError(f"{key} weighs a loss term: set a number >= 0, not {config[key]!r}.")
+        if not isinstance(config["alro_gamma"], int | float) or config["alro_gamma"] <= 0:
+            raise RecBoleLLMError(f"alro_gamma must be a number > 0, not {config['alro_gamma']!r}.")
+        style, n = config["label_style"], int(config["train_num_negatives"]) + 1
+        if n > MAX_LABELS.get(style, n):
+            raise RecBoleLLMError(
+                f"{n} training candidates need more than the {MAX_LABELS[style]} {style} labels that start "
+                f"with distinct tokens: set train_num_negatives to at most {MAX_LABELS[style] - 1}."
+            )
+
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        """SFT loss of each row's ranked answer; with `loss_type: alro`, plus ALRO's two ranking losses."""
+        sequences = interaction[self.ITEM_SEQ].cpu().numpy()
+        lengths = interaction[self.ITEM_SEQ_LEN].cpu().numpy()
+        targets = interaction[self.POS_ITEM_ID].cpu().numpy()
+        lists = self.training_lists(sequences, lengths, targets)
+        gains = self.gains(lists, targets)
+        ranked = np.take_along_axis(lists, np.argsort(-gains, axis=1, kind="stable"), 1)
+        sft, label_logits = self.teacher_forced(sequences, lengths, lists, ranked)
+        if self.loss_type == "sft":
+            return sft
+        lambda_loss = soft_lambda_loss(label_logits, torch.from_numpy(gains).to(label_logits), self.gamma)
+        perm = torch.stack([torch.randperm(len(self.labels), generator=self.generator) for _ in lists])
+        shown = np.take_along_axis(lists, perm.numpy(), 1)
+        _, permuted_logits = self.teacher_forced(sequences, lengths, shown, ranked)
+        perm_loss = permutation_sensitive_loss(label_logits, permuted_logits, perm.to(label_logits.device))
+        return alro_loss(sft, lambda_loss, perm_loss, self.alpha, self.beta)
+
+    def gains(self, lists: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Each shown candidate's gain [rows, N] (`next_item`: 1 for the target, 0 for the others);
+        the answer ranks by decreasing gain and the lambda loss weighs pairs by it."""
+        return (lists == targets[:, None]).astype(np.float32)
+
+    def answer_tokens(self, slots: np.ndarray) -> tuple[list[int], list[int]]:
+        """Token ids of the answer naming the candidates in `slots` (shown positions) in that order,
+        e.g. " C > A > B" and end-of-sequence, and the position in it of each label's token."""
+        ids, positions = [], []
+        for k, slot in enumerate(slots):
+            ids += self.gaps[min(k, 1)]
+            positions.append(len(ids))
+            ids += self.label_tokens[slot]
+        return ids + [self.eos], positions
+
+    def teacher_forced(
+        self, sequences: np.ndarray, lengths: np.ndarray, shown: np.ndarray, ranked: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For lists `shown` [rows, N] whose answers rank them as `ranked` (the same items per row): the
+        SFT loss (cross-entropy over all answer tokens of the batch) and the label logits [rows, N, N]
+        (answer position t, shown candidate i: the logit of i's label where the t-th label is written)."""
+        prompts, answers, positions = [], [], []
+        for s, n, items, order in zip(sequences, lengths, shown, ranked):
+            prompts.append(self.backend.encode(self.mode.prompt(self.training_request(s, n, items))))
+            slot = {int(item): k for k, item in enumerate(items)}
+            ids, where = self.answer_tokens(np.array([slot[int(item)] for item in order]))
+            answers.append(ids)
+            positions.append(where)
+        logits = self.scorer.teacher_forced(prompts, answers)
+        device = logits[0].device
+        sft = F.cross_entropy(torch.cat(logits), torch.tensor([i for a in answers for i in a], device=device))
+        label_ids = torch.as_tensor(self.label_ids, device=device)
+        label_logits = torch.stack([row[where][:, label_ids] for row, where in zip(logits, positions)])
+        return sft, label_logits

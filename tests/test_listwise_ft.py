@@ -21,7 +21,7 @@ pytest.importorskip("peft")
 
 from recbole_llm.llm.backends.hf import load_model  # noqa: E402
 from recbole_llm.llm.scorer import LabelScorer  # noqa: E402
-from tests.llm_fixtures import write_tiny_llama  # noqa: E402
+from tests.llm_fixtures import base_params, lora_params, perturb_adapter, write_tiny_llama  # noqa: E402
 
 N = 4  # candidates per list: the target + 3 negatives
 LABEL = f"uniform{N}-s2020"
@@ -49,23 +49,6 @@ def settings(tiny, tiny_llama, tmp_path):
         "train_batch_size": 8,
         "epochs": 0,
     }
-
-
-def lora_params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
-
-
-def base_params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" not in k}
-
-
-def perturb_adapter(model, seed: int = 0) -> None:
-    """LoRA's B starts at zero (the adapter changes nothing); random B makes the adapter matter."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
 
 
 def tuned(settings, **change):

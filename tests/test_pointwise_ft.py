@@ -19,7 +19,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from recbole_llm.models.llm.finetuned import adapter_folder  # noqa: E402
-from tests.llm_fixtures import write_tiny_llama  # noqa: E402
+from tests.llm_fixtures import base_params, lora_params, perturb_adapter, train_batch, write_tiny_llama  # noqa: E402
 
 N = 6  # candidates per test list: the target + 5 negatives
 LABEL = f"uniform{N}-s2020"
@@ -46,27 +46,6 @@ def settings(tiny, tiny_llama, tmp_path):
         "train_batch_size": 8,
         "epochs": 0,
     }
-
-
-def lora_params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
-
-
-def base_params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" not in k}
-
-
-def perturb_adapter(model, seed: int = 0) -> None:
-    """LoRA's B starts at zero (the adapter changes nothing); random B makes the adapter matter."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
-
-
-def train_batch(trained, rows: int):
-    return next(iter(trained.split.train))[:rows]
 
 
 def test_the_loss_equals_a_slow_per_question_reference_on_the_zero_shot_prompts(settings):

@@ -115,6 +115,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "epochs": (non_negative_int, "a non-negative integer (0: no training)"),
     "train_batch_size": (positive_int, "a positive integer"),
     "train_examples_per_epoch": (optional(positive_int), "a positive integer or null (every example)"),
+    "gradient_accumulation_steps": (positive_int, "a positive integer (1: a step per batch)"),
     "eval_batch_size": (positive_int, "a positive integer"),
     "learning_rate": (positive_number, "a positive number"),
     "weight_decay": (non_negative_number, "a non-negative number"),

@@ -244,3 +244,19 @@ def test_settings_it_cannot_use_fail_before_any_loading(settings, monkeypatch, c
     monkeypatch.setattr("recbole_llm.quick_start.load_split", lambda config: pytest.fail("data was loaded"))
     with pytest.raises(RecBoleLLMError, match=message):
         train("LLMListwiseRanker", "tiny", config_dict={**settings, **change}, saved=False)
+
+
+@pytest.mark.parametrize("alpha, beta, forwards", [(0.0, 0.0, 1), (0.3, 0.0, 1), (0.0, 0.2, 2)])
+def test_an_ablated_term_costs_no_forward(settings, alpha, beta, forwards):
+    """SFT+SLL (beta 0) and SFT alone under loss_type alro skip the permuted view's forward."""
+    trained, batch = tuned(settings, alro_alpha=alpha, alro_beta=beta)
+    model = trained.model
+    calls, run = [], model.scorer.teacher_forced
+    model.scorer.teacher_forced = lambda *args: calls.append(1) or run(*args)
+    state = model.generator.get_state()
+    total = model.calculate_loss(batch)
+    assert len(calls) == forwards
+    model.generator.set_state(state)
+    model.loss_type = "sft"
+    sft = model.calculate_loss(batch)
+    assert (total > sft + 1e-6) if alpha or beta else torch.equal(total, sft)

@@ -18,7 +18,7 @@ pytest.importorskip("peft")
 
 from recbole_llm.llm.backends.hf import HFBackend, load_model  # noqa: E402
 from recbole_llm.llm.scorer import LabelScorer  # noqa: E402
-from recbole_llm.models.llm.finetuned import adapter_folder  # noqa: E402
+from recbole_llm.models.llm.finetuned import AdapterTrainer, adapter_folder  # noqa: E402
 from tests.llm_fixtures import base_params, lora_params, perturb_adapter, train_batch, write_tiny_llama  # noqa: E402
 
 N = 6  # candidates per list: the target + 5 negatives
@@ -142,6 +142,58 @@ def test_a_few_steps_learn_a_toy_task_far_above_chance(settings):
         optimizer.step()
     after = float((label_logits().argmax(1) == slot).float().mean())
     assert before <= 0.25 and after >= 0.9, (before, after)  # chance: 1/6
+
+
+def test_gradient_accumulation_steps_as_one_batch_of_all_the_rows(settings):
+    """Two batches of 2 rows under gradient_accumulation_steps=2 move the adapter as one batch of 4
+    rows does (plain SGD, so the step is the gradient itself); stepping after each batch does not."""
+    sgd = {**settings, "learner": "sgd", "learning_rate": 0.5}
+    adapters, totals = [], []
+    for steps, sizes in [(2, [2, 2]), (1, [4]), (1, [2, 2])]:
+        trained = train(
+            "LLMVerbalizerRanker",
+            "tiny",
+            config_dict={**sgd, "gradient_accumulation_steps": steps},
+            saved=False,
+        )
+        perturb_adapter(trained.model)
+        rows = train_batch(trained, 4)
+        batches = [rows[:2], rows[2:]] if sizes == [2, 2] else [rows]
+        totals.append(AdapterTrainer._train_epoch(trained.trainer, batches, 0))  # RecBole's loop, no budget
+        adapters.append(lora_params(trained.model))
+    accumulated, whole, stepwise = adapters
+    assert all(torch.allclose(accumulated[k], whole[k], atol=1e-6, rtol=0) for k in whole)
+    assert any(not torch.allclose(stepwise[k], whole[k], atol=1e-4, rtol=0) for k in whole)
+    assert totals[0] == pytest.approx(2 * totals[1], rel=1e-5)  # the sum of the two batches' mean losses
+
+
+def test_autocast_scores_near_float32_trains_float32_adapters_and_is_in_the_cache_key(settings):
+    plain, fast = (
+        train("LLMVerbalizerRanker", "tiny", config_dict={**settings, "llm_autocast": on}, saved=False).model
+        for on in (False, True)
+    )
+    batch = next(iter(train("LLMVerbalizerRanker", "tiny", config_dict=settings, saved=False).split.train))[
+        :4
+    ]
+    sequences, lengths = batch[plain.ITEM_SEQ].numpy(), batch[plain.ITEM_SEQ_LEN].numpy()
+    lists = plain.training_lists(sequences, lengths, batch[plain.POS_ITEM_ID].numpy())
+    encoded = [
+        plain.backend.encode(plain.mode.prompt(plain.training_request(s, n, items)))
+        for s, n, items in zip(sequences, lengths, lists)
+    ]
+    logits = []
+    for model in (plain, fast):
+        perturb_adapter(model)
+        logits.append(model.scorer(encoded, model.label_ids))
+    assert logits[1].dtype == torch.float32 and not torch.equal(logits[0], logits[1])  # bf16 matmuls
+    assert torch.allclose(logits[0], logits[1], atol=0.05, rtol=0)
+    logits[1].logsumexp(1).sum().backward()
+    adapter = {k: p for k, p in fast.named_parameters() if p.requires_grad}
+    assert all(
+        p.dtype == torch.float32 and p.grad is not None and p.grad.abs().sum() > 0 for p in adapter.values()
+    )
+    identities = [model.backend.inner.identity() for model in (plain, fast)]
+    assert identities[0]["adapter"] == identities[1]["adapter"] and identities[0] != identities[1]
 
 
 def test_training_validates_on_drawn_lists_and_the_saved_adapter_scores_identically(settings):

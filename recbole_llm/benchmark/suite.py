@@ -199,6 +199,7 @@ def _run_entry(suite: dict, run: Run) -> None:
             "cost": result.reports.get(label),
             "seed": trained.config["seed"],
             "epochs_run": trained.epochs_run,
+            "checkpoint": getattr(trained.trainer, "saved_model_file", None),  # the tested weights
             "wall_time": {
                 "train_s": trained.train_seconds,
                 "eval_s": result.eval_seconds[label],

@@ -43,6 +43,7 @@ def build_backend(config) -> Backend:
             config["llm_path"],
             config["llm_gguf_file"],
             dtype=config["llm_dtype"],
+            autocast=config["llm_autocast"],
             batch_size=config["llm_batch_size"],
         )
     elif kind == "vllm":

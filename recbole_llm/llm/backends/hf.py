@@ -96,20 +96,24 @@ class HFBackend(Backend):
     kind = "hf"
     gguf_file: str | None = None
     dtype: str = "float32"
+    autocast: bool = False  # matmuls in bfloat16 under torch.autocast, weights in `dtype`
     batch_size: int = 8
     stats: dict = field(default_factory=lambda: {"tokens_processed": 0, "seconds": 0.0})
 
     def __post_init__(self):
         if self.dtype not in _DTYPES:
             raise LLMError(f"llm_dtype must be one of {', '.join(_DTYPES)}, not {self.dtype!r}.")
-        if self.dtype == "bfloat16" and not cpu_has_bf16():
+        if (self.dtype == "bfloat16" or self.autocast) and not cpu_has_bf16():
             logger.warning(
-                "llm_dtype=bfloat16 on a CPU without bf16 units (no AVX512-BF16/AMX): it is emulated and "
-                "was ~10x slower than float32 on an AVX2-only CPU (docs/llm-rankers.md). Use float32 here."
+                "llm_dtype=bfloat16 or llm_autocast on a CPU without bf16 units (no AVX512-BF16/AMX): bf16 "
+                "is emulated and was ~10x slower than float32 on an AVX2-only CPU (docs/llm-rankers.md). "
+                "Use float32 without llm_autocast here."
             )
         self.settings = {"gguf_file": self.gguf_file, "dtype": self.dtype, **self.settings}
+        if self.autocast:  # in the cache key only when on: answers cached before the option stay valid
+            self.settings["autocast"] = True
         self.tokenizer, self.model = self._load()
-        self.scorer = LabelScorer(self.model, self.tokenizer.pad_token_id or 0)
+        self.scorer = LabelScorer(self.model, self.tokenizer.pad_token_id or 0, self.autocast)
 
     def _load(self):
         """Tokenizer and model: the process-wide eval-mode copy."""

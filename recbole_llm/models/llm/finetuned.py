@@ -21,6 +21,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 from recbole.trainer import Trainer
+from torch.nn.utils import clip_grad_norm_
+from tqdm import tqdm
 
 from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.llm.backend import Backend
@@ -39,8 +41,47 @@ def adapter_folder(checkpoint: str | Path, model: str) -> Path:
 
 
 class AdapterTrainer(Trainer):
-    """RecBole's trainer; every best-model checkpoint it writes gets the adapter beside it, in peft's
-    format, so that `adapter_path` evaluates it later without RecBole's checkpoint or config."""
+    """RecBole's trainer with gradient accumulation (`gradient_accumulation_steps`: one optimiser step
+    per that many batches of `train_batch_size` rows, so a CPU holds one small batch of long prompts
+    at a time); every best-model checkpoint it writes gets the adapter beside it, in peft's format, so
+    that `adapter_path` evaluates it later without RecBole's checkpoint or config."""
+
+    def __init__(self, config, model):
+        if not config["single_spec"]:
+            raise RecBoleLLMError(
+                f"{config['model']} trains in one process: run it without distributed training."
+            )
+        super().__init__(config, model)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        """RecBole's epoch loop (single process), stepping after every `gradient_accumulation_steps`
+        batches and after the epoch's last; each batch's mean loss is divided by the size of its group,
+        so a group of k batches of b rows steps as one batch of k * b rows would. Returns the sum of
+        the batches' losses, as RecBole's loop does."""
+        self.model.train()
+        loss_func = loss_func or self.model.calculate_loss
+        steps = int(self.config["gradient_accumulation_steps"])
+        batches = len(train_data)
+        iter_data = (
+            tqdm(train_data, total=batches, ncols=100, desc=f"Train {epoch_idx:>5}")
+            if show_progress
+            else train_data
+        )
+        total = 0.0
+        for index, interaction in enumerate(iter_data):
+            first = index - index % steps
+            if index == first:
+                self.optimizer.zero_grad()
+            with torch.autocast(device_type=self.device.type, enabled=self.enable_amp):
+                loss = loss_func(interaction.to(self.device))
+            self._check_nan(loss)
+            total += loss.item()
+            (loss / min(steps, batches - first)).backward()
+            if index + 1 == min(first + steps, batches):
+                if self.clip_grad_norm:
+                    clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+                self.optimizer.step()
+        return total
 
     def _valid_epoch(self, valid_data, show_progress=False):
         """Validation, whose LLM cost is logged here and kept out of the test's cost report."""
@@ -50,8 +91,6 @@ class AdapterTrainer(Trainer):
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return  # as RecBole: only the first process writes
         folder = adapter_folder(self.saved_model_file, self.config["model"])
         self.model.backend.save_adapter(folder)
         self.logger.info(f"Saving adapter: {folder}")
@@ -77,6 +116,7 @@ class FineTunedLLMRanker(LLMRanker):
                 config["llm_path"],
                 config["llm_gguf_file"],
                 dtype=config["llm_dtype"],
+                autocast=config["llm_autocast"],
                 batch_size=config["llm_batch_size"],
                 lora={
                     "r": config["lora_r"],

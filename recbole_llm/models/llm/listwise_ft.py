@@ -8,7 +8,8 @@ and its target answer is the labels in the desired order, as the mode asks for t
 the `next_item` gains, the target first). The SFT loss is the token-level cross-entropy of that answer,
 teacher-forced in one forward per row. `loss_type: alro` adds ALRO's soft lambda loss over the label
 logits at the answer's label positions and its permutation-sensitive loss against the same row shown
-in another seeded order (one more forward per row); listwise_losses.py has the formulas. Evaluation is
+in another seeded order (one more forward per row, skipped when `alro_beta` is 0); listwise_losses.py
+has the formulas. Evaluation is
 the zero-shot mode's: a generated answer, parsed. The adapter, its training and checkpoints are
 FineTunedLLMRanker's (finetuned.py).
 """
@@ -85,11 +86,20 @@ class LLMListwiseRanker(FineTunedLLMRanker):
         sft, label_logits = self.teacher_forced(sequences, lengths, lists, ranked)
         if self.loss_type == "sft":
             return sft
-        lambda_loss = soft_lambda_loss(label_logits, torch.from_numpy(gains).to(label_logits), self.gamma)
-        perm = torch.stack([torch.randperm(len(self.labels), generator=self.generator) for _ in lists])
-        shown = np.take_along_axis(lists, perm.numpy(), 1)
-        _, permuted_logits = self.teacher_forced(sequences, lengths, shown, ranked)
-        perm_loss = permutation_sensitive_loss(label_logits, permuted_logits, perm.to(label_logits.device))
+        zero = sft.new_zeros(())  # a term weighted 0 (an ablation) costs nothing, its forward included
+        lambda_loss = (
+            soft_lambda_loss(label_logits, torch.from_numpy(gains).to(label_logits), self.gamma)
+            if self.alpha
+            else zero
+        )
+        perm_loss = zero
+        if self.beta:
+            perm = torch.stack([torch.randperm(len(self.labels), generator=self.generator) for _ in lists])
+            shown = np.take_along_axis(lists, perm.numpy(), 1)
+            _, permuted_logits = self.teacher_forced(sequences, lengths, shown, ranked)
+            perm_loss = permutation_sensitive_loss(
+                label_logits, permuted_logits, perm.to(label_logits.device)
+            )
         return alro_loss(sft, lambda_loss, perm_loss, self.alpha, self.beta)
 
     def gains(self, lists: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -21,7 +21,14 @@ pytest.importorskip("peft")
 
 from recbole_llm.llm.backends.hf import load_model  # noqa: E402
 from recbole_llm.llm.scorer import LabelScorer  # noqa: E402
-from tests.llm_fixtures import base_params, lora_params, perturb_adapter, write_tiny_llama  # noqa: E402
+from tests.llm_fixtures import (  # noqa: E402
+    base_params,
+    lora_params,
+    perturb_adapter,
+    train_batch,
+    write_rated_dataset,
+    write_tiny_llama,
+)
 
 N = 4  # candidates per list: the target + 3 negatives
 LABEL = f"uniform{N}-s2020"
@@ -238,6 +245,8 @@ def test_the_yaml_defaults_are_alros():
         ({"train_num_negatives": 26}, "set train_num_negatives to at most 25"),
         ({"label_style": "numbers", "train_num_negatives": 9}, "set train_num_negatives to at most 8"),
         ({"llm_backend": "openai"}, "set llm_backend: hf"),
+        ({"train_target": "grade"}, "Unknown train_target 'grade'.*graded"),
+        ({"train_target": "graded"}, "train_target: graded reads the rating field 'rating'"),
     ],
 )
 def test_settings_it_cannot_use_fail_before_any_loading(settings, monkeypatch, change, message):
@@ -260,3 +269,42 @@ def test_an_ablated_term_costs_no_forward(settings, alpha, beta, forwards):
     model.loss_type = "sft"
     sft = model.calculate_loss(batch)
     assert (total > sft + 1e-6) if alpha or beta else torch.equal(total, sft)
+
+
+def test_graded_training_lists_are_the_users_next_rated_training_items(settings, tmp_path):
+    """ALRO's graded target, against the .inter file read by hand: a row's list is its target and the
+    user's next training items (leave-one-out keeps the last two for validation and test), gains their
+    ratings, filled with items the user never rated (gain 0) where the sequence ends sooner."""
+    write_rated_dataset(tmp_path / "data")
+    rows = (tmp_path / "data" / "rated" / "rated.inter").read_text().splitlines()[1:]
+    by_user: dict[str, list[tuple[str, float]]] = {}
+    for line in rows:  # written in time order
+        user, item, rating, _ = line.split("\t")
+        by_user.setdefault(user, []).append((item, float(rating)))
+    config = {
+        **settings,
+        "train_target": "graded",
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
+    }
+    trained = train("LLMListwiseRanker", "rated", config_dict=config, saved=False)
+    model, ds = trained.model, trained.split.dataset
+    batch = train_batch(trained, 32)
+    users, targets = batch[model.USER_ID].numpy(), batch[model.POS_ITEM_ID].numpy()
+    lists, gains = model.graded_lists(
+        users, batch[model.ITEM_SEQ].numpy(), batch[model.ITEM_SEQ_LEN].numpy(), targets
+    )
+    short = 0
+    for user, target, items, item_gains in zip(users, targets, lists, gains):
+        training = by_user[ds.id2token(ds.uid_field, user)][:-2]
+        tokens = [t for t, _ in training]
+        p = tokens.index(ds.id2token(ds.iid_field, target))
+        want = dict(training[p : p + N])
+        shown = dict(zip(ds.id2token(ds.iid_field, items), item_gains.tolist()))
+        assert len(shown) == N and {t: shown[t] for t in want} == want
+        fill = [t for t in shown if t not in want]
+        assert all(shown[t] == 0 and t not in tokens for t in fill)
+        short += len(want) < N
+    assert 0 < short < len(users)  # both kinds of rows were checked
+    model.train()
+    loss = model.calculate_loss(batch[:4])
+    assert loss.requires_grad and torch.isfinite(loss)

@@ -19,7 +19,14 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from recbole_llm.models.llm.finetuned import adapter_folder  # noqa: E402
-from tests.llm_fixtures import base_params, lora_params, perturb_adapter, train_batch, write_tiny_llama  # noqa: E402
+from tests.llm_fixtures import (  # noqa: E402
+    base_params,
+    lora_params,
+    perturb_adapter,
+    train_batch,
+    write_rated_dataset,
+    write_tiny_llama,
+)
 
 N = 6  # candidates per test list: the target + 5 negatives
 LABEL = f"uniform{N}-s2020"
@@ -172,20 +179,6 @@ def test_a_few_steps_on_a_learnable_toy_task_raise_auc_far_above_chance(settings
         optimizer.step()
     after = auc()
     assert after >= 0.9 and after - before >= 0.3, (before, after)
-
-
-def write_rated_dataset(root, name="rated", n_users=8, n_items=30, per_user=8, seed=0):
-    """The `tiny` layout plus a rating column (1-5, stepping by 0.5)."""
-    rng = np.random.default_rng(seed)
-    folder = root / name
-    folder.mkdir(parents=True)
-    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
-    for u in range(1, n_users + 1):
-        items = rng.choice(np.arange(1, n_items + 1), size=per_user, replace=False)
-        lines += [f"u{u}\ti{i}\t{rng.integers(2, 11) / 2}\t{t}" for t, i in enumerate(items, start=1)]
-    (folder / f"{name}.inter").write_text("\n".join(lines) + "\n")
-    titles = ["item_id:token\ttitle:token_seq"] + [f"i{i}\tItem number {i}" for i in range(1, n_items + 1)]
-    (folder / f"{name}.item").write_text("\n".join(titles) + "\n")
 
 
 def test_rating_labels_say_yes_exactly_above_the_threshold(settings, tmp_path):

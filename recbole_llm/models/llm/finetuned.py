@@ -24,7 +24,8 @@ from recbole.trainer import Trainer
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
-from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.data.split import loaded_inter_columns
+from recbole_llm.errors import RecBoleLLMError, did_you_mean
 from recbole_llm.llm.backend import Backend
 from recbole_llm.llm.factory import cached
 from recbole_llm.llm.lora import ADAPTER_CONFIG, LoRABackend
@@ -38,6 +39,25 @@ def adapter_folder(checkpoint: str | Path, model: str) -> Path:
     """`<checkpoint_dir>/<model>-adapter-<time>` beside RecBole's `<checkpoint_dir>/<model>-<time>.pth`."""
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(checkpoint.stem.replace(f"{model}-", f"{model}-adapter-", 1))
+
+
+def check_choice(config, key: str, choices: tuple[str, ...]) -> None:
+    """`config[key]` is one of `choices`, or one line that lists them (and the nearest)."""
+    value = config[key]
+    if value not in choices:
+        raise RecBoleLLMError(
+            f"Unknown {key} {value!r}; choose from {', '.join(choices)}." + did_you_mean(str(value), choices)
+        )
+
+
+def check_rating_loaded(config, setting: str, instead: str) -> None:
+    """The rating field that `setting` reads is loaded, or one line saying how to load it (or `instead`)."""
+    rating = config["RATING_FIELD"]
+    if not rating or rating not in loaded_inter_columns(config):
+        raise RecBoleLLMError(
+            f"{setting} reads the rating field {rating!r}, which {config['dataset']}.inter does not load: "
+            f"add it to load_col (and the file), set RATING_FIELD, or use {instead}."
+        )
 
 
 class AdapterTrainer(Trainer):
@@ -174,19 +194,24 @@ class FineTunedLLMRanker(LLMRanker):
         texts = tuple(self.texts[i] for i in items)
         return RankRequest(self.history(sequence, length), texts, "", self.recently(sequence, length))
 
-    def draw_negatives(self, sequence: np.ndarray, length: int, target: int) -> torch.Tensor:
-        """`train_num_negatives` items drawn uniformly from those outside the row's history and target."""
+    def draw_negatives(
+        self, sequence: np.ndarray, length: int, target: int, count: int | None = None, also=()
+    ) -> torch.Tensor:
+        """`count` (`train_num_negatives`) items drawn uniformly from those outside the row's history,
+        target and the items `also`."""
+        count = self.negatives if count is None else count
         allowed = torch.ones(self.n_items, dtype=torch.bool)
         allowed[0] = False  # padding
         allowed[torch.from_numpy(sequence[:length])] = False
         allowed[int(target)] = False
+        allowed[torch.as_tensor(np.asarray(also, dtype=np.int64))] = False
         pool = allowed.nonzero().squeeze(1)
-        if len(pool) < self.negatives:
+        if len(pool) < count:
             raise RecBoleLLMError(
-                f"Cannot draw {self.negatives} negatives from the {len(pool)} items a training row has "
+                f"Cannot draw {count} negatives from the {len(pool)} items a training row has "
                 "not seen; lower train_num_negatives."
             )
-        return pool[torch.randperm(len(pool), generator=self.generator)[: self.negatives]]
+        return pool[torch.randperm(len(pool), generator=self.generator)[:count]]
 
     def training_lists(self, sequences: np.ndarray, lengths: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Candidates [rows, 1 + train_num_negatives] per row: the target and its drawn negatives, in a

@@ -12,6 +12,11 @@ in another seeded order (one more forward per row, skipped when `alro_beta` is 0
 has the formulas. Evaluation is
 the zero-shot mode's: a generated answer, parsed. The adapter, its training and checkpoints are
 FineTunedLLMRanker's (finetuned.py).
+
+Two training targets: `next_item` (above: the target first, gains 1 and 0) and `graded` (ALRO's): the
+row's list is its target and the user's next training items after it (`train_num_negatives + 1` in all,
+training_windows.py), the answer ranks them by rating (gain: the rating); where the user's training
+sequence ends sooner, uniform negatives among the items the user never rated fill the list, gain 0.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recbole_llm.errors import RecBoleLLMError, did_you_mean
+from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.llm.listwise_losses import alro_loss, permutation_sensitive_loss, soft_lambda_loss
 from recbole_llm.llm.prompts import candidate_labels
-from recbole_llm.models.llm.finetuned import FineTunedLLMRanker
+from recbole_llm.models.llm.finetuned import FineTunedLLMRanker, check_choice, check_rating_loaded
+from recbole_llm.models.llm.training_windows import TrainingWindows
 
 LOSS_TYPES = ("sft", "alro")
+TRAIN_TARGETS = ("next_item", "graded")
 SEPARATOR = " > "  # between the labels of an answer, as properties/prompts/listwise.yaml asks
 # Labels whose first tokens stay distinct (the label logits need one token per candidate): A..Z, 1..9.
 MAX_LABELS = {"letters": 26, "numbers": 9}
@@ -39,6 +46,9 @@ class LLMListwiseRanker(FineTunedLLMRanker):
         self.loss_type = config["loss_type"]
         self.alpha, self.beta = float(config["alro_alpha"]), float(config["alro_beta"])
         self.gamma = float(config["alro_gamma"])
+        self.USER_ID = config["USER_ID_FIELD"]
+        graded = config["train_target"] == "graded"
+        self.windows = TrainingWindows(dataset, config["RATING_FIELD"]) if graded else None
         self.labels = candidate_labels(self.negatives + 1, self.mode.label_style)
         self.label_ids = self.backend.label_token_ids(self.labels)
         tokenizer = self.backend.tokenizer
@@ -57,12 +67,10 @@ class LLMListwiseRanker(FineTunedLLMRanker):
         """Besides fine-tuning's settings, a known `loss_type`, non-negative ALRO weights and no more
         training candidates than labels with distinct first tokens."""
         super().check_config(config)
-        loss_type = config["loss_type"]
-        if loss_type not in LOSS_TYPES:
-            raise RecBoleLLMError(
-                f"Unknown loss_type {loss_type!r}; choose from {', '.join(LOSS_TYPES)}."
-                + did_you_mean(str(loss_type), LOSS_TYPES)
-            )
+        check_choice(config, "loss_type", LOSS_TYPES)
+        check_choice(config, "train_target", TRAIN_TARGETS)
+        if config["train_target"] == "graded":
+            check_rating_loaded(config, "train_target: graded", "train_target: next_item")
         for key in ("alro_alpha", "alro_beta"):
             if not isinstance(config[key], int | float) or config[key] < 0:
                 raise RecBoleLLMError(f"{key} weighs a loss term: set a number >= 0, not {config[key]!r}.")
@@ -80,8 +88,13 @@ class LLMListwiseRanker(FineTunedLLMRanker):
         sequences = interaction[self.ITEM_SEQ].cpu().numpy()
         lengths = interaction[self.ITEM_SEQ_LEN].cpu().numpy()
         targets = interaction[self.POS_ITEM_ID].cpu().numpy()
-        lists = self.training_lists(sequences, lengths, targets)
-        gains = self.gains(lists, targets)
+        if self.windows is None:
+            lists = self.training_lists(sequences, lengths, targets)
+            gains = (lists == targets[:, None]).astype(np.float32)
+        else:
+            lists, gains = self.graded_lists(
+                interaction[self.USER_ID].cpu().numpy(), sequences, lengths, targets
+            )
         ranked = np.take_along_axis(lists, np.argsort(-gains, axis=1, kind="stable"), 1)
         sft, label_logits = self.teacher_forced(sequences, lengths, lists, ranked)
         if self.loss_type == "sft":
@@ -102,10 +115,23 @@ class LLMListwiseRanker(FineTunedLLMRanker):
             )
         return alro_loss(sft, lambda_loss, perm_loss, self.alpha, self.beta)
 
-    def gains(self, lists: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """Each shown candidate's gain [rows, N] (`next_item`: 1 for the target, 0 for the others);
-        the answer ranks by decreasing gain and the lambda loss weighs pairs by it."""
-        return (lists == targets[:, None]).astype(np.float32)
+    def graded_lists(
+        self, users: np.ndarray, sequences: np.ndarray, lengths: np.ndarray, targets: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`train_target: graded`: per row its window of the user's next rated training items, filled
+        with negatives the user never rated (gain 0) if the sequence ends sooner, in a seeded random
+        order; and each shown candidate's gain [rows, N], its rating."""
+        n = self.negatives + 1
+        lists, gains = np.empty((len(targets), n), dtype=np.int64), np.zeros((len(targets), n), np.float32)
+        for row, (user, sequence, length, target) in enumerate(zip(users, sequences, lengths, targets)):
+            items, ratings = self.windows.window(int(user), sequence[:length], int(target), n)
+            fill = self.draw_negatives(
+                sequence, length, target, n - len(items), self.windows.user_items(user)
+            )
+            order = torch.randperm(n, generator=self.generator).numpy()
+            lists[row] = np.concatenate([items, fill.numpy()])[order]
+            gains[row] = np.concatenate([ratings, np.zeros(len(fill), np.float32)])[order]
+        return lists, gains
 
     def answer_tokens(self, slots: np.ndarray) -> tuple[list[int], list[int]]:
         """Token ids of the answer naming the candidates in `slots` (shown positions) in that order,

@@ -17,10 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recbole_llm.data.split import loaded_inter_columns
-from recbole_llm.errors import RecBoleLLMError, did_you_mean
 from recbole_llm.evaluation.auc import candidate_auc
-from recbole_llm.models.llm.finetuned import FineTunedLLMRanker
+from recbole_llm.models.llm.finetuned import FineTunedLLMRanker, check_choice, check_rating_loaded
 
 LABEL_SOURCES = ("next_item", "rating")
 YES, NO = 0, 1  # the answers' columns in the label logits
@@ -42,19 +40,9 @@ class LLMPointwiseRanker(FineTunedLLMRanker):
     def check_config(cls, config) -> None:
         """Besides fine-tuning's settings, a known `label_source`; `rating` needs the rating loaded."""
         super().check_config(config)
-        source = config["label_source"]
-        if source not in LABEL_SOURCES:
-            raise RecBoleLLMError(
-                f"Unknown label_source {source!r}; choose from {', '.join(LABEL_SOURCES)}."
-                + did_you_mean(str(source), LABEL_SOURCES)
-            )
-        rating = config["RATING_FIELD"]
-        if source == "rating" and (not rating or rating not in loaded_inter_columns(config)):
-            raise RecBoleLLMError(
-                f"label_source: rating reads the rating field {rating!r}, which {config['dataset']}.inter "
-                "does not load: add it to load_col (and the file), set RATING_FIELD, or use label_source: "
-                "next_item."
-            )
+        check_choice(config, "label_source", LABEL_SOURCES)
+        if config["label_source"] == "rating":
+            check_rating_loaded(config, "label_source: rating", "label_source: next_item")
 
     def calculate_loss(self, interaction) -> torch.Tensor:
         """Cross-entropy of each question's answer over the [yes, no] logits."""

@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 
 
-def write_tiny_dataset(root, name="tiny", n_users=12, n_items=40, per_user=10, seed=0):
-    """Atomic files of a dataset where each user has `per_user` distinct items in time order."""
+def write_tiny_dataset(root, name="tiny", n_users=12, n_items=40, per_user=10, seed=0, rated=False):
+    """Atomic files of a dataset where each user has `per_user` distinct items in time order (`rated`:
+    with a rating column, 1-5 stepping by 0.5)."""
     rng = np.random.default_rng(seed)
     folder = root / name
     folder.mkdir(parents=True)
-    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    lines = ["user_id:token\titem_id:token\t" + ("rating:float\t" if rated else "") + "timestamp:float"]
     for u in range(1, n_users + 1):
         items = rng.choice(np.arange(1, n_items + 1), size=per_user, replace=False)
-        lines += [f"u{u}\ti{i}\t{t}" for t, i in enumerate(items, start=1)]
+        ratings = [f"{r / 2}\t" for r in rng.integers(2, 11, size=per_user)] if rated else [""] * per_user
+        lines += [f"u{u}\ti{i}\t{r}{t}" for t, (i, r) in enumerate(zip(items, ratings), start=1)]
     (folder / f"{name}.inter").write_text("\n".join(lines) + "\n")
     titles = ["item_id:token\ttitle:token_seq"] + [f"i{i}\tItem number {i}" for i in range(1, n_items + 1)]
     (folder / f"{name}.item").write_text("\n".join(titles) + "\n")

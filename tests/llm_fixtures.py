@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from tests.conftest import write_tiny_dataset
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
@@ -46,18 +47,9 @@ def write_tiny_llama(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def write_rated_dataset(root, name="rated", n_users=8, n_items=30, per_user=8, seed=0):
-    """The `tiny` layout plus a rating column (1-5, stepping by 0.5)."""
-    rng = np.random.default_rng(seed)
-    folder = root / name
-    folder.mkdir(parents=True)
-    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
-    for u in range(1, n_users + 1):
-        items = rng.choice(np.arange(1, n_items + 1), size=per_user, replace=False)
-        lines += [f"u{u}\ti{i}\t{rng.integers(2, 11) / 2}\t{t}" for t, i in enumerate(items, start=1)]
-    (folder / f"{name}.inter").write_text("\n".join(lines) + "\n")
-    titles = ["item_id:token\ttitle:token_seq"] + [f"i{i}\tItem number {i}" for i in range(1, n_items + 1)]
-    (folder / f"{name}.item").write_text("\n".join(titles) + "\n")
+def write_rated_dataset(root, name="rated"):
+    """8 users with 8 rated items each, the `tiny` layout plus a rating column."""
+    write_tiny_dataset(root, name, n_users=8, n_items=30, per_user=8, rated=True)
 
 
 # Helpers of the fine-tuned rankers' tests (adapter weights by name; the adapter made to matter).

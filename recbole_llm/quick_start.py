@@ -56,6 +56,9 @@ class RunResult:
     n_users: dict[str, int] = field(default_factory=dict)
     reports: dict[str, dict] = field(default_factory=dict)  # e.g. an LLM ranker's cost and parse rate
     lists: dict[str, dict] = field(default_factory=dict)  # which lists were ranked (EvalProtocol.record)
+    # Each evaluated user's metric values, for paired tests and intervals over users:
+    # {"users": [tokens], "values": {"ndcg@10": array, ...}}, row i of every array being users[i].
+    per_user: dict[str, dict] = field(default_factory=dict)
 
 
 def train(
@@ -178,12 +181,21 @@ def evaluate(trained: Trained, protocols: list | None = None, saved: bool = True
         result.test[label] = dict(metrics)
         result.n_users[label] = loader.protocol.n_users
         result.lists[label] = loader.protocol.record()
+        result.per_user[label] = _per_user(trained)
         report = getattr(trained.model, "evaluation_report", None)
         if report is not None:
             result.reports[label] = report()
             getLogger().info(f"cost and parsing [{label}]: {result.reports[label]}")
         getLogger().info(f"test result [{label}]: {dict(metrics)}")
     return result
+
+
+def _per_user(trained: Trained) -> dict:
+    """The last evaluation's per-user values, keyed by user token: the one key that stays the same
+    across runs, so two runs on the same lists pair user by user."""
+    ids, values = trained.trainer.per_user()
+    ds = trained.split.dataset
+    return {"users": [str(u) for u in ds.id2token(ds.uid_field, ids)], "values": values}
 
 
 def run(

@@ -123,9 +123,20 @@ def test_sasrec_and_pop_run_end_to_end_on_the_same_lists(rated):
         result = run(model, "rated", config_dict=config, saved=False)
         metrics = result.test[LABEL]
         assert set(metrics) == {"ndcg@3", "ndcg@5"} and all(0 <= v <= 1 for v in metrics.values())
+        per_user = result.per_user[LABEL]
+        assert sorted(per_user["users"]) == sorted(f"u{u}" for u in range(1, 9)), "graded users only"
+        for metric, value in metrics.items():
+            assert round(float(per_user["values"][metric].mean()), 4) == value
         records[model] = result.lists[LABEL]
     assert records["SASRec"]["lists_sha256"] == records["Pop"]["lists_sha256"]
     assert records["Pop"]["n_users"] == 8
+    # Each user's value is that user's own graded NDCG: Pop's counts of the listed items vs their ratings.
+    trained, protocol = result.trained, result.trained.test_loaders[LABEL].protocol
+    ds, counts = trained.split.dataset, trained.model.item_cnt.squeeze(1).double()
+    for token, got in zip(per_user["users"], per_user["values"]["ndcg@3"]):
+        uid = int(ds.token2id(ds.uid_field, token))
+        scores, gains = counts[protocol.candidates[uid]].numpy(), protocol.gains[uid].numpy()
+        assert got == pytest.approx(brute_force_ndcg(scores, gains, 3))
 
 
 @dataclass

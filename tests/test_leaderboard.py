@@ -1,9 +1,14 @@
 import json
+import statistics
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from scipy import stats
 
 from recbole_llm.benchmark import suite as suite_module
+from recbole_llm.benchmark.records import load_record
 from recbole_llm.benchmark.suite import run_suite
 from recbole_llm.benchmark.table import DEFAULT_COLUMNS
 from recbole_llm.errors import RecBoleLLMError
@@ -28,8 +33,19 @@ def write_suite(tmp_path, tiny, **extra):
     return path
 
 
+def assert_per_user_file_matches_the_metrics(folder, record):
+    """The record's per-user file: one value per test user and metric, averaging to the metric."""
+    assert record["per_user_file"] == record["model"] + "__" + record["protocol"]["label"] + ".users.json.gz"
+    per_user = load_record(folder / (record["per_user_file"][: -len(".users.json.gz")] + ".json"))["per_user"]
+    assert len(per_user["users"]) == len(set(per_user["users"])) == record["n_users"]
+    assert set(per_user["values"]) == set(record["metrics"])
+    for metric, values in per_user["values"].items():
+        assert len(values) == record["n_users"]
+        assert statistics.fmean(values) == pytest.approx(record["metrics"][metric], abs=5e-5 + 5e-7)
+
+
 def test_suite_writes_one_record_per_run_and_a_table(tiny, tmp_path, monkeypatch, capsys):
-    table = run_suite(write_suite(tmp_path, tiny))
+    table = run_suite(write_suite(tmp_path, tiny, baseline="Pop"))
     files = sorted(p.name for p in (tmp_path / "out").glob("*.json"))
     expected = ["BPR-small__full.json", "BPR-small__uniform6-s2020.json", "Pop__full.json"]
     expected.append("Pop__uniform6-s2020.json")
@@ -46,6 +62,10 @@ def test_suite_writes_one_record_per_run_and_a_table(tiny, tmp_path, monkeypatch
     pop = json.loads((tmp_path / "out" / "Pop__uniform6-s2020.json").read_text())
     assert pop["protocol"]["lists_sha256"] == record["protocol"]["lists_sha256"], "one set of lists"
     assert (tmp_path / "out" / "leaderboard.md").read_text() == table
+    assert_per_user_file_matches_the_metrics(tmp_path / "out", record)
+    bpr_row = next(line for line in table.split("### uniform6")[1].splitlines() if line.startswith("| BPR"))
+    assert " ± " in bpr_row.split(" | ")[1], "one run: an interval over its users"
+    assert "Significance: `*` marks p < 0.05 against Pop, two-sided Wilcoxon signed-rank" in table
     assert len(list((tmp_path / "out" / "candidates" / "tiny").glob("uniform6-*.tsv"))) == 1
 
     # A rerun with the same settings trains nothing; a changed model config reruns only that model.
@@ -67,6 +87,9 @@ def test_bad_suites_fail_clearly(tiny, tmp_path):
         run_suite(write_suite(tmp_path, tiny), only=["SASRec"])
     with pytest.raises(RecBoleLLMError, match="Suite file not found"):
         run_suite(tmp_path / "none.yaml")
+    typo = r"baseline 'BPR-smal' is not a model name of the suite. Did you mean: BPR-small\?"
+    with pytest.raises(RecBoleLLMError, match=typo):
+        run_suite(write_suite(tmp_path, tiny, baseline="BPR-smal"))
 
 
 def test_seeds_run_each_model_per_seed_and_average(tiny, tmp_path):
@@ -76,17 +99,15 @@ def test_seeds_run_each_model_per_seed_and_average(tiny, tmp_path):
     assert [r["seed"] for r in records] == [1, 2]
     values = [r["metrics"]["ndcg@10"] for r in records]
     mean = sum(values) / 2
-    std = (sum((v - mean) ** 2 for v in values)) ** 0.5  # sample std of two values
+    low, high = stats.t.interval(0.95, 1, loc=mean, scale=stats.sem(values))
     row = next(line for line in table.splitlines() if line.startswith("| BPR |"))
-    assert f"{mean:.4f} ± {std:.4f}" in row
+    assert f"{mean:.4f} ± {(high - low) / 2:.4f}" in row
     assert row.split(" | ")[len(DEFAULT_COLUMNS) + 1] == "2", "runs column"
     with pytest.raises(RecBoleLLMError, match="Seed 3 is not in the suite"):
         run_suite(path, seeds=[3])
 
 
 def test_every_committed_suite_parses_and_names_known_models():
-    from pathlib import Path
-
     from recbole_llm.benchmark.suite import load_suite
     from recbole_llm.registry import get_model
 
@@ -116,7 +137,7 @@ def test_published_numbers_are_tabled_with_relative_gaps():
     table = published_comparison(records, published, "full")
     assert "published: Paper, Table 2" in table
     rows = {line.split(" | ")[0]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
-    assert rows["| CE"][1:4] == ["0.0600", "0.0600 ± 0.0141", "+0%"]
+    assert rows["| CE"][1:4] == ["0.0600", "0.0600 ± 0.1271", "+0%"]  # t(0.975, 1) = 12.706 x 0.01
     assert rows["| BCE"][1:4] == ["0.0400", "0.0300", "-25%"]
     assert rows["| CE"][4] == "2", "seeds column"
 
@@ -185,3 +206,113 @@ def test_a_table_never_mixes_runs_that_ranked_different_lists():
     tables = mixed.split("### ")[1:]
     assert len(tables) == 2 and all("DIFFERENT LISTS" in t for t in tables)
     assert "| A |" in tables[0] and "| B |" not in tables[0] and "| B |" in tables[1]
+
+
+NDCG_VALUES = [0.0, 0.25, 0.5, 0.75, 1.0]  # exact in binary: seed means of equal values stay equal
+
+
+def user_record(model, users, values, seed=2020):
+    """A record of one run on 'uniform20' with per-user NDCG@10 values."""
+    return {
+        "model": model,
+        "protocol": {"label": "uniform20", "lists_sha256": "aa" * 32},
+        "n_users": len(users),
+        "metrics": {"ndcg@10": round(statistics.fmean(values), 4)},
+        "epochs_run": 1,
+        "wall_time": {"train_s": 1.0, "eval_s": 1.0},
+        "seed": seed,
+        "per_user": {"users": list(users), "values": {"ndcg@10": [float(v) for v in values]}},
+    }
+
+
+def rows_of(table):
+    lines = [line.split(" | ") for line in table.splitlines() if line.startswith("| ")]
+    return {cells[0][2:]: cells for cells in lines}
+
+
+def test_a_clearly_better_model_is_marked_and_an_identical_one_is_not():
+    from recbole_llm.benchmark.table import leaderboard
+
+    rng = np.random.default_rng(0)
+    users = [f"u{i}" for i in range(200)]
+    base = np.tile(NDCG_VALUES, 40)
+    better = np.where(rng.random(200) < 0.4, 1.0, base)  # 40% of users move to rank 1, none lose
+    # The same values listed in another user order: paired by position they would differ by
+    # +0.25, +0.25, +0.25, +0.25, -1 in every block of 5, a significant signed-rank sum.
+    order = [5 * (i // 5) + (i + 1) % 5 for i in range(200)]
+    records = [
+        user_record("Base", users, base),
+        user_record("Better", users, better),
+        user_record("Same", [users[i] for i in order], base[order]),
+    ]
+    table = leaderboard(records, ("NDCG@10",), baseline="Base")
+    rows = rows_of(table)
+    assert rows["Better"][1].endswith(" *")
+    assert "*" not in rows["Same"][1].replace("**", "") and "*" not in rows["Base"][1].replace("**", "")
+    assert "against Base, two-sided Wilcoxon signed-rank test of per-user values over 200 users" in table
+    assert "not tested" not in table
+
+    # One run: ± is the t interval of its users' values.
+    mean = statistics.fmean(base)
+    low, high = stats.t.interval(0.95, 199, loc=mean, scale=stats.sem(base))
+    assert rows["Same"][1] == f"{round(mean, 4):.4f} ± {(high - low) / 2:.4f}"
+    assert "over the users' per-user values of a single run" in table
+
+
+def test_with_seeds_each_users_mean_over_seeds_is_paired():
+    from recbole_llm.benchmark.table import leaderboard
+
+    rng = np.random.default_rng(1)
+    users = [f"u{i}" for i in range(100)]
+    b1, b2 = rng.choice(NDCG_VALUES, size=100), rng.choice(NDCG_VALUES, size=100)
+    records = [
+        user_record("Base", users, b1, seed=1),
+        user_record("Base", users, b2, seed=2),
+        # Far above the baseline in seed 1 and as far below in seed 2: the same mean for every user.
+        user_record("Swing", users, b1 + 0.5, seed=1),
+        user_record("Swing", users, b2 - 0.5, seed=2),
+        user_record("Up", users, b1 + 0.25, seed=1),
+        user_record("Up", users, b2 + 0.25, seed=2),
+    ]
+    table = leaderboard(records, ("NDCG@10",), baseline="Base")
+    rows = rows_of(table)
+    assert rows["Up"][1].endswith(" *") and not rows["Swing"][1].endswith(" *")
+    assert "(each user's mean over a row's seeds)" in table
+    seeds = [records[0]["metrics"]["ndcg@10"], records[1]["metrics"]["ndcg@10"]]
+    mean = statistics.fmean(seeds)
+    low, high = stats.t.interval(0.95, 1, loc=mean, scale=stats.sem(seeds))
+    assert rows["Base"][1] == f"{mean:.4f} ± {(high - low) / 2:.4f}"
+
+
+def test_records_without_per_user_values_render_without_intervals_or_marks():
+    """The committed ml-100k-losses records predate per-user values: same rows as their table."""
+    from recbole_llm.benchmark.table import leaderboard
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "ml-100k-losses"
+    records = [load_record(p) for p in sorted(folder.glob("*.json"))]
+    assert records and not any("per_user" in r for r in records)
+    table = leaderboard(records, baseline="SASRec-CE")
+    committed = (folder / "leaderboard.md").read_text().splitlines()
+    rows = [line for line in table.splitlines() if line.startswith("| SASRec")]
+    assert len(rows) == 12 and all(row in committed for row in rows)
+    assert table.count("Intervals: none; every row is a single run") == 2
+    assert table.count("Significance: no `*`; the baseline SASRec-CE has no per-user values") == 2
+
+    # Mixed with a new record, the old rows stay unmarked and are named as untested.
+    new = dict(records[0], model="New", per_user={"users": ["u1", "u2"], "values": {"ndcg@10": [0.0, 1.0]}})
+    table = leaderboard([new, *records], ("NDCG@10",), baseline="New")
+    assert "not tested (no per-user values on the same users): SASRec-BCE, SASRec-BPR" in table
+    assert "none for a single run without per-user values" in table
+    assert not any(line.endswith(" * |") for line in table.splitlines())
+
+
+def test_a_baseline_that_ranked_other_lists_marks_nothing():
+    from recbole_llm.benchmark.table import leaderboard
+
+    users = [f"u{i}" for i in range(50)]
+    other = user_record("Base", users, [1.0] * 50)
+    other["protocol"] = {"label": "full", "lists_sha256": None}
+    table = leaderboard([other, user_record("A", users, [0.0] * 50)], ("NDCG@10",), baseline="Base")
+    uniform = table.split("### uniform20")[1]
+    assert "Significance: no `*`; the baseline Base did not rank these lists." in uniform
+    assert not rows_of(uniform)["A"][1].endswith(" *")

@@ -1,8 +1,9 @@
-"""What a result file records besides metrics: config, versions, machine. Never secrets."""
+"""What a result file records besides metrics: config, versions, machine, per-user values. Never secrets."""
 
 from __future__ import annotations
 
 import enum
+import gzip
 import hashlib
 import json
 import os
@@ -16,6 +17,8 @@ from pathlib import Path
 # "llm_api_key_env" (the name of a variable, not its value).
 SECRET_KEY = re.compile(r"(api_?key|(^|_)token(_|$)|secret|password)(?!.*_env$)", re.IGNORECASE)
 _PACKAGES = ("recbole-llm", "recbole", "torch", "numpy", "pandas", "transformers")
+# Per-user values keep 6 decimals: far below any difference a test or interval can resolve.
+PER_USER_DIGITS = 6
 
 
 def jsonable(value):
@@ -100,3 +103,32 @@ def write_result(folder: Path, name: str, result: dict, markdown: list[str]) -> 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (folder / f"{name}.md").write_text("\n".join(markdown))
+
+
+def per_user_path(record_path: Path) -> Path:
+    """Where a record's per-user values live: `<record>.users.json.gz` beside it.
+
+    A sibling file, not a key of the record: 22k users x 12 metrics would bury the record's own text.
+    """
+    return record_path.with_name(record_path.stem + ".users.json.gz")
+
+
+def write_per_user(path: Path, per_user: dict) -> None:
+    """Write `{"users": [...], "values": {metric: [...]}}` gzipped, atomically and byte-reproducibly."""
+    data = {
+        "users": [str(u) for u in per_user["users"]],
+        "values": {k: [round(float(v), PER_USER_DIGITS) for v in vs] for k, vs in per_user["values"].items()},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(gzip.compress(json.dumps(data, separators=(",", ":")).encode(), mtime=0))
+    os.replace(tmp, path)
+
+
+def load_record(path: Path) -> dict:
+    """A suite record with its per-user values under `per_user` when it names a file that exists
+    (records written before per-user values were kept have none)."""
+    record = json.loads(path.read_text())
+    name = record.get("per_user_file")
+    if name and (path.parent / name).is_file():
+        record["per_user"] = json.loads(gzip.decompress((path.parent / name).read_bytes()))
+    return record

@@ -1,7 +1,8 @@
 """Run a suite YAML: every listed model, trained once, tested on every listed protocol.
 
 Each finished (model, protocol) run is written at once as one JSON file, so an interrupted suite
-loses nothing; a rerun skips runs whose file was made from the same settings.
+loses nothing; a rerun skips runs whose file was made from the same settings. Beside it, a gzipped JSON
+holds each test user's metric values (records.per_user_path), for intervals and paired tests.
 
 Suite format::
 
@@ -9,7 +10,8 @@ Suite format::
     dataset: ml-100k
     config: {seed: 2020}               # shared by every run
     protocols: [{type: full}, {type: uniform, size: 20}]   # eval_users / seed: the run's unless set
-    seeds: [2020, 2021, 2022]          # optional: every model once per seed; tables show mean ± std
+    seeds: [2020, 2021, 2022]          # optional: every model once per seed; tables show mean ± 95% CI
+    baseline: SASRec-CE                # optional: `*` marks significant differences from this model
     published:                         # optional: a paper's numbers, tabled next to ours
       source: Xu et al. 2024, Table 2
       SASRec-CE: {Recall@10: 0.0986, NDCG@10: 0.0597}
@@ -37,15 +39,18 @@ from recbole_llm.benchmark.records import (
     config_snapshot,
     fingerprint,
     jsonable,
+    load_record,
     machine,
+    per_user_path,
     versions,
     versions_text,
+    write_per_user,
 )
 from recbole_llm.benchmark.table import DEFAULT_COLUMNS, leaderboard, published_comparison
 from recbole_llm.config import Config
 from recbole_llm.data.protocol import resolve_protocols
 from recbole_llm.data.protocols import DEFAULT_SEED, Protocol, parse_protocol
-from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.errors import RecBoleLLMError, did_you_mean
 from recbole_llm.registry import get_model
 
 _SUITE_KEYS = {
@@ -57,6 +62,7 @@ _SUITE_KEYS = {
     "output",
     "columns",
     "seeds",
+    "baseline",
     "published",
     "notes",
 }
@@ -99,9 +105,19 @@ def load_suite(path: str | Path) -> dict:
     seeds = suite.get("seeds")
     if seeds is not None and (not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds)):
         raise RecBoleLLMError(f"{path}: `seeds` must be a list of integers.")
+    _check_baseline(path, suite)
     suite["output"] = path.parent / suite.get("output", f"results/{suite['name']}")
     suite["file"] = path
     return suite
+
+
+def _check_baseline(path: Path, suite: dict) -> None:
+    """`baseline` must name a model entry: a typo would silently drop every significance mark."""
+    baseline = suite.get("baseline")
+    names = [e["name"] for e in suite["models"]]
+    if baseline is not None and baseline not in names:
+        hint = did_you_mean(str(baseline), names) or f" It lists {names}."
+        raise RecBoleLLMError(f"{path}: baseline {baseline!r} is not a model name of the suite.{hint}")
 
 
 def _runs(suite: dict) -> list[tuple[dict, int | None]]:
@@ -187,6 +203,9 @@ def _run_entry(suite: dict, run: Run) -> None:
     result = evaluate(trained)
     for protocol in run.protocols:
         label = protocol.label
+        path = _record_path(suite, run.entry["name"], protocol, run.seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_per_user(per_user_path(path), result.per_user[label])
         record = {
             "suite": suite["name"],
             "model": run.entry["name"],
@@ -196,6 +215,7 @@ def _run_entry(suite: dict, run: Run) -> None:
             "metrics": {k: float(v) for k, v in result.test[label].items()},
             "best_valid": jsonable(trained.best_valid),
             "n_users": result.n_users[label],
+            "per_user_file": per_user_path(path).name,
             "cost": result.reports.get(label),
             "seed": trained.config["seed"],
             "epochs_run": trained.epochs_run,
@@ -212,8 +232,6 @@ def _run_entry(suite: dict, run: Run) -> None:
             "versions": versions(),
             "machine": machine(),
         }
-        path = _record_path(suite, run.entry["name"], protocol, run.seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=2) + "\n")
         os.replace(tmp, path)
@@ -262,13 +280,13 @@ def run_suite(
         print(f"running {what}: {reason}", file=sys.stderr)
         _run_entry(suite, run)
     records = [
-        json.loads(p.read_text())
+        load_record(p)
         for run in runs
         for protocol in run.protocols
         if (p := _record_path(suite, run.entry["name"], protocol, run.seed)).is_file()
     ]
     table = f"## {suite['name']}\n\n{_provenance(suite, records)}\n\n"
-    table += leaderboard(records, suite.get("columns", DEFAULT_COLUMNS))
+    table += leaderboard(records, suite.get("columns", DEFAULT_COLUMNS), suite.get("baseline"))
     if suite.get("published"):
         table += "\n" + published_comparison(records, suite["published"], runs[0].protocols[0].label)
     if suite.get("notes"):

@@ -1,8 +1,11 @@
-"""Markdown leaderboards from result records (several seeds of a model: mean ± std)."""
+"""Markdown leaderboards from result records: means ± 95% CI, `*` where a paired test against the
+suite's baseline is significant (benchmark.stats), and a legend under each table saying which."""
 
 from __future__ import annotations
 
 import statistics
+
+from recbole_llm.benchmark.stats import ALPHA, TEST_NAME, half_width, paired, paired_p_value, user_means
 
 DEFAULT_COLUMNS = ("NDCG@1", "NDCG@5", "NDCG@10", "Recall@5", "Recall@10", "MRR@10")
 
@@ -24,13 +27,74 @@ def _cost_cell(reports: list[dict], key: str) -> str:
     return _cell(values, digits) if values else "–"
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def _cell(values: list[float], digits: int = 4) -> str:
-    mean, std = _mean_std(values)
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else "")
+    """The mean of a row's runs, ± the 95% t half-width over them when there are several (seeds)."""
+    mean = statistics.fmean(values)
+    return f"{mean:.{digits}f}" + (f" ± {half_width(values):.{digits}f}" if len(values) > 1 else "")
+
+
+def _user_values(runs: list[dict], metric: str) -> list[float] | None:
+    """A single run's per-user values of `metric`; None for several runs or a record without them."""
+    per_user = runs[0].get("per_user") if len(runs) == 1 else None
+    values = per_user and per_user["values"].get(metric)
+    return values if values and len(values) > 1 else None
+
+
+def _metric_cell(runs: list[dict], metric: str) -> str:
+    """A metric's mean, ± over the runs (several seeds) or, for one run, over its users' values."""
+    users = _user_values(runs, metric)
+    if users is None:
+        return _cell([r["metrics"][metric] for r in runs])
+    return f"{runs[0]['metrics'][metric]:.4f} ± {half_width(users):.4f}"
+
+
+def _per_user_means(runs: list[dict], metric: str) -> dict[str, float] | None:
+    return user_means([r.get("per_user") for r in runs], metric)
+
+
+def _significant(runs: list[dict], baseline: dict[str, float] | None, metric: str) -> bool | None:
+    """Whether the paired test against the baseline's per-user means is significant; None: not tested."""
+    values = _per_user_means(runs, metric)
+    pair = paired(values, baseline) if values and baseline else None
+    return None if pair is None else paired_p_value(*pair) < ALPHA
+
+
+def _interval_legend(runs: dict[str, list[dict]], columns) -> str:
+    """What ± means in this table: which rows have an interval over seeds, over users, or none."""
+    single = [rs for rs in runs.values() if len(rs) == 1]
+    old = "records written before per-user values were kept"
+    over = []
+    if len(single) < len(runs):
+        over.append("over a row's runs (one per seed) where it has several")
+    if any(_user_values(rs, c.lower()) for rs in single for c in columns):
+        over.append("over the users' per-user values of a single run (metric columns)")
+    if not over:
+        return f"Intervals: none; every row is a single run, and its record keeps no per-user values ({old})."
+    if any(not rs[0].get("per_user") for rs in single):
+        over.append(f"none for a single run without per-user values ({old})")
+    return (
+        "Intervals: ± is the half-width of a 95% Student-t confidence interval of the mean, "
+        + "; ".join(over)
+        + "."
+    )
+
+
+def _significance_legend(
+    runs: dict[str, list[dict]], baseline: str, tested: set[str], n_users: int | None
+) -> str:
+    if baseline not in runs:
+        return f"Significance: no `*`; the baseline {baseline} did not rank these lists."
+    if n_users is None:
+        return f"Significance: no `*`; the baseline {baseline} has no per-user values on these lists."
+    seeds = " (each user's mean over a row's seeds)" if any(len(rs) > 1 for rs in runs.values()) else ""
+    text = (
+        f"Significance: `*` marks p < {ALPHA} against {baseline}, {TEST_NAME} of per-user values{seeds} "
+        f"over {n_users} users, users with equal values dropped"
+    )
+    untested = [m for m in runs if m != baseline and m not in tested]
+    if untested:
+        text += f"; not tested (no per-user values on the same users): {', '.join(untested)}"
+    return text + "."
 
 
 def _lists_note(record: dict) -> str:
@@ -54,8 +118,9 @@ def _groups(records: list[dict]) -> dict[tuple[str, str | None], list[dict]]:
     return groups
 
 
-def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
-    """One table per protocol and candidate lists, models in suite order; the best mean in bold."""
+def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS, baseline: str | None = None) -> str:
+    """One table per protocol and candidate lists, models in suite order; the best mean in bold, `*`
+    where a model differs significantly from `baseline` (a model name) on the same lists."""
     out = []
     groups = _groups(records)
     labels = [label for label, _ in groups]
@@ -64,7 +129,7 @@ def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
         for r in group:
             runs.setdefault(r["model"], []).append(r)
         means = {
-            (model, c): _mean_std([r["metrics"][c.lower()] for r in rs])[0]
+            (model, c): statistics.fmean([r["metrics"][c.lower()] for r in rs])
             for model, rs in runs.items()
             for c in columns
             if all(c.lower() in r["metrics"] for r in rs)
@@ -86,14 +151,22 @@ def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
             "| model | " + " | ".join([*columns, *extra]) + " | runs | epochs | train s | s/epoch | eval s |"
         )
         out.append("|---" * (len(columns) + len(extra) + 6) + "|")
+        base = {c: _per_user_means(runs[baseline], c.lower()) if baseline in runs else None for c in columns}
+        marks = {
+            (model, c): _significant(rs, base[c], c.lower())
+            for model, rs in runs.items()
+            for c in columns
+            if model != baseline and (model, c) in means
+        }
         for model, rs in runs.items():
             cells = []
             for c in columns:
                 if (model, c) not in means:
                     cells.append("–")
                     continue
-                text = _cell([r["metrics"][c.lower()] for r in rs])
-                cells.append(f"**{text}**" if means[model, c] == best[c] else text)
+                text = _metric_cell(rs, c.lower())
+                text = f"**{text}**" if means[model, c] == best[c] else text
+                cells.append(text + " *" if marks.get((model, c)) else text)
             cells += [_cost_cell([r.get("cost") or {} for r in rs], key) for key in cost_keys.values()]
             epoch_s = [s for r in rs for s in r["wall_time"].get("train_epoch_s", [])]
             cells += [
@@ -104,7 +177,11 @@ def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
                 _cell([r["wall_time"]["eval_s"] for r in rs], 1),
             ]
             out.append(f"| {model} | " + " | ".join(cells) + " |")
-        out.append("")
+        out += ["", _interval_legend(runs, columns), ""]
+        if baseline is not None:
+            tested = {model for (model, _), mark in marks.items() if mark is not None}
+            paired_users = next((len(b) for b in base.values() if b), None)
+            out += [_significance_legend(runs, baseline, tested, paired_users), ""]
     return "\n".join(out)
 
 
@@ -135,7 +212,7 @@ def published_comparison(records: list[dict], published: dict, label: str) -> st
             ref = values.get(c)
             cells.append("–" if ref is None else f"{ref:.4f}")
             cells.append(_cell(ours) if ours else "–")
-            gap = (_mean_std(ours)[0] - ref) / ref if ours and ref else None
+            gap = (statistics.fmean(ours) - ref) / ref if ours and ref else None
             cells.append("–" if gap is None else f"{gap:+.0%}")
         cells += [
             str(len(rs)),
@@ -143,4 +220,6 @@ def published_comparison(records: list[dict], published: dict, label: str) -> st
             _cell([r["wall_time"]["train_s"] for r in rs], 0) if rs else "–",
         ]
         out.append(f"| {model} | " + " | ".join(cells) + " |")
+    if any(len(rs) > 1 for rs in runs.values()):
+        out += ["", "Ours: the mean over seeds ± the half-width of its 95% Student-t confidence interval."]
     return "\n".join([*out, ""])

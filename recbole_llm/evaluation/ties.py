@@ -28,8 +28,18 @@ def pessimistic_ranking(
 
 
 class TieAwareCollector(Collector):
-    """RecBole's collector fed with pessimistically tie-broken scores."""
+    """RecBole's collector fed with pessimistically tie-broken scores.
+
+    It keeps the data of its last evaluation (`last_struct`), from which per-user metric values are
+    derived on demand (evaluation.per_user) without slowing every validation epoch.
+    """
+
+    last_struct = None
 
     def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
         ranked = pessimistic_ranking(scores_tensor, positive_u, positive_i)
         super().eval_batch_collect(ranked, interaction, positive_u, positive_i)
+
+    def get_data_struct(self):
+        self.last_struct = super().get_data_struct()
+        return self.last_struct

@@ -13,6 +13,7 @@ import torch
 from recbole.trainer import Trainer
 
 from recbole_llm.evaluation.graded import graded_ndcg
+from recbole_llm.evaluation.per_user import topk_per_user
 from recbole_llm.evaluation.resume import ResumableTraining
 from recbole_llm.evaluation.scoring import score_all_items, score_candidates
 from recbole_llm.evaluation.ties import TieAwareCollector
@@ -65,6 +66,7 @@ class ProtocolEvaluation:
         self.eval_collector = TieAwareCollector(config)
         self._protocol = None
         self._graded: list[torch.Tensor] = []  # per-batch graded NDCG rows (graded protocol)
+        self._users: list[torch.Tensor] = []  # per-batch internal user ids, in the collector's row order
         self.epoch_seconds: list[float] = []  # pure training time per epoch, for cost comparisons
 
     def _train_epoch(self, train_data, *args, **kwargs):
@@ -78,7 +80,7 @@ class ProtocolEvaluation:
             self.epoch_seconds.append(time.perf_counter() - start)
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        self._protocol, self._graded = getattr(eval_data, "protocol", None), []
+        self._protocol, self._graded, self._users = getattr(eval_data, "protocol", None), [], []
         with trusted_checkpoints():
             result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
         if self._protocol is None or self._protocol.gains is None:
@@ -87,6 +89,17 @@ class ProtocolEvaluation:
         means = torch.cat(self._graded).mean(0).tolist()
         places = self.config["metric_decimal_place"]
         return {f"ndcg@{k}": round(m, places) for k, m in zip(self._protocol.cutoffs, means)}
+
+    def per_user(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Internal ids of the users of the last protocol evaluation and each one's value of every
+        reported top-k metric (graded lists: graded NDCG); a column's mean is the reported metric."""
+        if self._protocol is None:
+            raise RuntimeError("per_user() needs an evaluation on a loader built by recbole_llm")
+        users = torch.cat(self._users).cpu().numpy()
+        if self._protocol.gains is None:
+            return users, topk_per_user(self.config, self.eval_collector.last_struct)
+        rows = torch.cat(self._graded).numpy()
+        return users, {f"ndcg@{k}": rows[:, i] for i, k in enumerate(self._protocol.cutoffs)}
 
     def resume_checkpoint(self, resume_file):
         with trusted_checkpoints():
@@ -99,6 +112,7 @@ class ProtocolEvaluation:
         interaction, _, positive_u, positive_i = batched_data
         interaction = interaction.to(self.device)
         users = interaction[self.config["USER_ID_FIELD"]]
+        self._users.append(users.cpu())
         if protocol.candidates is None:
             scores = score_all_items(
                 self.model, interaction, self.tot_item_num, self.item_tensor, self.test_batch_size

@@ -63,6 +63,8 @@ def test_killed_run_resumes_after_its_last_finished_epoch_and_ends_as_if_uninter
     assert trainer.train_loss_dict == uninterrupted.train_loss_dict
     assert trainer.cur_step == uninterrupted.cur_step
     assert len(trainer.epoch_seconds) == len(uninterrupted.epoch_seconds) == resumed.trained.epochs_run
+    assert trainer.valid_curve == uninterrupted.valid_curve, "the learning curve survives the kill"
+    assert [epoch for epoch, _ in trainer.valid_curve] == list(range(1, resumed.trained.epochs_run + 1))
     assert resume_states(tmp_path / "saved") == []
 
 

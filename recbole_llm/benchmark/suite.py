@@ -35,6 +35,7 @@ from pathlib import Path
 
 import yaml
 
+from recbole_llm.benchmark.plots import write_plots
 from recbole_llm.benchmark.records import (
     config_snapshot,
     fingerprint,
@@ -214,6 +215,7 @@ def _run_entry(suite: dict, run: Run) -> None:
             "protocol": {"label": label, **jsonable(protocol.identity()), **result.lists[label]},
             "metrics": {k: float(v) for k, v in result.test[label].items()},
             "best_valid": jsonable(trained.best_valid),
+            "valid_curve": getattr(trained.trainer, "valid_curve", []),  # [[epochs trained, score], ...]
             "n_users": result.n_users[label],
             "per_user_file": per_user_path(path).name,
             "cost": result.reports.get(label),
@@ -285,10 +287,15 @@ def run_suite(
         for protocol in run.protocols
         if (p := _record_path(suite, run.entry["name"], protocol, run.seed)).is_file()
     ]
+    columns = suite.get("columns", DEFAULT_COLUMNS)
+    first_label = runs[0].protocols[0].label
+    plots = write_plots(records, suite["output"], columns, suite.get("published"), first_label)
     table = f"## {suite['name']}\n\n{_provenance(suite, records)}\n\n"
-    table += leaderboard(records, suite.get("columns", DEFAULT_COLUMNS), suite.get("baseline"))
+    table += leaderboard(records, columns, suite.get("baseline"), plots.tables)
+    table += "".join(f"\n{line}\n" for line in plots.after_tables)
     if suite.get("published"):
-        table += "\n" + published_comparison(records, suite["published"], runs[0].protocols[0].label)
+        table += "\n" + published_comparison(records, suite["published"], first_label)
+        table += f"\n{plots.published}\n" if plots.published else ""
     if suite.get("notes"):
         table += "\n" + suite["notes"].strip() + "\n"
     (suite["output"] / "leaderboard.md").write_text(table)

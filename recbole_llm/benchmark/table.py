@@ -109,22 +109,29 @@ def _lists_note(record: dict) -> str:
     return note
 
 
-def _groups(records: list[dict]) -> dict[tuple[str, str | None], list[dict]]:
+def groups(records: list[dict]) -> dict[tuple[str, str | None], list[dict]]:
     """Records by (protocol label, content hash of the ranked lists): rows of one table ranked the
     same lists; a label whose records ranked different lists is split into visibly separate tables."""
-    groups: dict[tuple[str, str | None], list[dict]] = {}
+    found: dict[tuple[str, str | None], list[dict]] = {}
     for r in records:
-        groups.setdefault((r["protocol"]["label"], r["protocol"].get("lists_sha256")), []).append(r)
-    return groups
+        found.setdefault((r["protocol"]["label"], r["protocol"].get("lists_sha256")), []).append(r)
+    return found
 
 
-def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS, baseline: str | None = None) -> str:
+def leaderboard(
+    records: list[dict],
+    columns=DEFAULT_COLUMNS,
+    baseline: str | None = None,
+    under: dict[tuple[str, str | None], str] | None = None,
+) -> str:
     """One table per protocol and candidate lists, models in suite order; the best mean in bold, `*`
-    where a model differs significantly from `baseline` (a model name) on the same lists."""
+    where a model differs significantly from `baseline` (a model name) on the same lists. `under` maps
+    a table's key in `groups` to a line shown below it (e.g. links to its plots)."""
     out = []
-    groups = _groups(records)
-    labels = [label for label, _ in groups]
-    for (label, _), group in groups.items():
+    tables = groups(records)
+    labels = [label for label, _ in tables]
+    for key, group in tables.items():
+        label = key[0]
         runs: dict[str, list[dict]] = {}
         for r in group:
             runs.setdefault(r["model"], []).append(r)
@@ -182,6 +189,8 @@ def leaderboard(records: list[dict], columns=DEFAULT_COLUMNS, baseline: str | No
             tested = {model for (model, _), mark in marks.items() if mark is not None}
             paired_users = next((len(b) for b in base.values() if b), None)
             out += [_significance_legend(runs, baseline, tested, paired_users), ""]
+        if under and key in under:
+            out += [under[key], ""]
     return "\n".join(out)
 
 

@@ -41,7 +41,7 @@ OUTPUT_ONLY = frozenset(
 )
 
 # What RecBole's fit carries from epoch to epoch but its checkpoints leave out.
-_PROGRESS = ("best_valid_result", "train_loss_dict", "epoch_seconds", "saved_model_file")
+_PROGRESS = ("best_valid_result", "train_loss_dict", "epoch_seconds", "valid_curve", "saved_model_file")
 
 
 def resume_path(config, model_class: type) -> Path:

@@ -68,6 +68,8 @@ class ProtocolEvaluation:
         self._graded: list[torch.Tensor] = []  # per-batch graded NDCG rows (graded protocol)
         self._users: list[torch.Tensor] = []  # per-batch internal user ids, in the collector's row order
         self.epoch_seconds: list[float] = []  # pure training time per epoch, for cost comparisons
+        # [epochs trained, validation score] of every validation during fit: the learning curve.
+        self.valid_curve: list[list[float]] = []
 
     def _train_epoch(self, train_data, *args, **kwargs):
         start = time.perf_counter()
@@ -78,6 +80,12 @@ class ProtocolEvaluation:
             return super()._train_epoch(train_data, *args, **kwargs)
         finally:
             self.epoch_seconds.append(time.perf_counter() - start)
+
+    def _valid_epoch(self, valid_data, *args, **kwargs):
+        """RecBole's validation, its score kept per epoch: RecBole only logs it, and keeps the best."""
+        score, result = super()._valid_epoch(valid_data, *args, **kwargs)
+        self.valid_curve.append([len(self.epoch_seconds), float(score)])
+        return score, result
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         self._protocol, self._graded, self._users = getattr(eval_data, "protocol", None), [], []

@@ -96,9 +96,19 @@ def _print_to_pipe(text: str) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _write_expected(paths: list[str]) -> None:
+    """`recbole-llm expected SUITE.yaml ...`: each suite's expected file, from the records as they are."""
+    from recbole_llm.benchmark.expected import write_expected
+    from recbole_llm.benchmark.suite import load_suite
+
+    for path in paths:
+        written = write_expected(load_suite(path))
+        print(f"{path}: " + (f"wrote {written}" if written else "no records, no expected file"))
+
+
 @_config_warnings_as_lines("recbole-llm")
 def main(argv: list[str] | None = None) -> int:
-    """`recbole-llm leaderboard SUITE.yaml` and `recbole-llm models`."""
+    """`recbole-llm leaderboard SUITE.yaml`, `recbole-llm expected SUITE.yaml ...`, `recbole-llm models`."""
     parser = argparse.ArgumentParser(prog="recbole-llm")
     sub = parser.add_subparsers(dest="command", required=True)
     board = sub.add_parser("leaderboard", help="run a benchmark suite and write its table")
@@ -107,12 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument("--models", default=None, help="comma-separated subset of the suite's models")
     board.add_argument("--seeds", default=None, help="comma-separated subset of the suite's seeds")
     sub.add_parser("models", help="list the model names that resolve")
+    expected = sub.add_parser("expected", help="write each suite's expected scores from its records")
+    expected.add_argument("suites", nargs="+", help="suite YAMLs, e.g. benchmarks/ml-100k.yaml")
     args = parser.parse_args(argv)
     try:
         if args.command == "models":
             from recbole_llm.registry import available_models
 
             _print_to_pipe("\n".join(available_models()))
+            return 0
+        if args.command == "expected":
+            _write_expected(args.suites)
             return 0
         from recbole_llm.benchmark.suite import run_suite
 

@@ -196,6 +196,32 @@ def _missing(suite: dict, run: Run) -> str | None:
     return None
 
 
+def rerun(suite: dict, name: str, seed: int, workdir: Path) -> dict[str, dict]:
+    """Train and test the suite's model `name` (seed `seed`) as its leaderboard run did, away from the
+    records: candidate lists are drawn afresh and checkpoints saved under `workdir`, so that a changed
+    sampler shows in the lists' hash. Returns, per record file name, `metrics` and `lists_sha256`.
+    """
+    from recbole_llm.quick_start import evaluate, train
+
+    elsewhere = {
+        **suite,
+        "output": workdir,
+        "config": {**suite["config"], "checkpoint_dir": str(workdir / "saved")},
+        "models": [e for e in suite["models"] if e["name"] == name],
+    }
+    # Without `seeds:` a suite's single run takes its seed from the config (Run.seed None).
+    (run,) = [r for r in _plan(elsewhere) if r.seed in (None, seed)]
+    trained = train(run.entry["model"], suite["dataset"], None, run.config, protocols=run.protocols)
+    result = evaluate(trained)
+    return {
+        _record_path(suite, name, p, run.seed).name: {
+            "metrics": {k: float(v) for k, v in result.test[p.label].items()},
+            "lists_sha256": result.lists[p.label]["lists_sha256"],
+        }
+        for p in run.protocols
+    }
+
+
 def _run_entry(suite: dict, run: Run) -> None:
     from recbole_llm.quick_start import evaluate, train
 

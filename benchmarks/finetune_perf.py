@@ -75,13 +75,14 @@ def measure(model_name: str, config: dict, rows: int, repeats: int) -> dict:
 
     forward_s = timed(forward, repeats)
     per_call = sum(tokens) // (repeats + 1)  # the same prompts every call, forward and step alike
+    step_s = timed(step, repeats)
     return {
         "model": model_name,
         "config": config,
         "rows": rows,
         "tokens": per_call,
         "forward_s": forward_s,
-        "step_s": (step_s := timed(step, repeats)),
+        "step_s": step_s,
         "forward_tokens_per_s": per_call / forward_s,
         "train_tokens_per_s": per_call / step_s,
         "step_over_forward": step_s / forward_s,

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from recbole_llm.benchmark.records import provenance, versions_text, write_result
-from recbole_llm.benchmark.suite import _plan, _record_path, load_suite
+from recbole_llm.benchmark.suite import load_suite, plan, record_path
 from recbole_llm.models.llm.finetuned import FineTunedLLMRanker, adapter_folder
 from recbole_llm.quick_start import run
 from recbole_llm.registry import get_model
@@ -30,7 +30,7 @@ def probe_config(suite: dict, entry_run, users: int) -> dict:
     """The row's suite config, untrained, on `users` users; a fine-tuned row with its saved adapter."""
     config = {**entry_run.config, "epochs": 0, "eval_users": users}
     if issubclass(get_model(entry_run.entry["model"]), FineTunedLLMRanker):
-        path = _record_path(suite, entry_run.entry["name"], entry_run.protocols[0], entry_run.seed)
+        path = record_path(suite, entry_run.entry["name"], entry_run.protocols[0], entry_run.seed)
         if not path.is_file():
             sys.exit(f"position_probe: no record {path}: run the suite first (recbole-llm leaderboard ...).")
         checkpoint = json.loads(path.read_text()).get("checkpoint")
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20, help="candidates per list (uniform)")
     args = parser.parse_args()
     suite = load_suite(args.suite)
-    runs = {r.entry["name"]: r for r in _plan(suite)}
+    runs = {r.entry["name"]: r for r in plan(suite)}
     unknown = [name for name in args.rows if name not in runs]
     if unknown:
         sys.exit(f"position_probe: {unknown} not in the suite; it lists {list(runs)}.")

@@ -153,7 +153,7 @@ class Run:
     protocols: list[Protocol]
 
 
-def _plan(suite: dict) -> list[Run]:
+def plan(suite: dict) -> list[Run]:
     """Every run with its config checked (types, unknown keys, protocol vs model) before any training."""
     runs = []
     base_seed = suite["config"].get("seed", DEFAULT_SEED)
@@ -166,7 +166,8 @@ def _plan(suite: dict) -> list[Run]:
     return runs
 
 
-def _record_path(suite: dict, name: str, protocol: Protocol, seed: int | None) -> Path:
+def record_path(suite: dict, name: str, protocol: Protocol, seed: int | None) -> Path:
+    """The JSON record of model `name` on `protocol` (and `seed`, when the suite lists seeds)."""
     suffix = "" if seed is None else f"__seed{seed}"
     return suite["output"] / f"{name}__{protocol.label}{suffix}.json"
 
@@ -188,7 +189,7 @@ def _run_key(suite: dict, run: Run, protocol: Protocol) -> str:
 def _missing(suite: dict, run: Run) -> str | None:
     """Why `run` must run ('no record', 'settings changed'), or None when all its records are current."""
     for protocol in run.protocols:
-        path = _record_path(suite, run.entry["name"], protocol, run.seed)
+        path = record_path(suite, run.entry["name"], protocol, run.seed)
         if not path.is_file():
             return f"no record {path.name}"
         if json.loads(path.read_text()).get("run_key") != _run_key(suite, run, protocol):
@@ -210,11 +211,11 @@ def rerun(suite: dict, name: str, seed: int, workdir: Path) -> dict[str, dict]:
         "models": [e for e in suite["models"] if e["name"] == name],
     }
     # Without `seeds:` a suite's single run takes its seed from the config (Run.seed None).
-    (run,) = [r for r in _plan(elsewhere) if r.seed in (None, seed)]
+    (run,) = [r for r in plan(elsewhere) if r.seed in (None, seed)]
     trained = train(run.entry["model"], suite["dataset"], None, run.config, protocols=run.protocols)
     result = evaluate(trained)
     return {
-        _record_path(suite, name, p, run.seed).name: {
+        record_path(suite, name, p, run.seed).name: {
             "metrics": {k: float(v) for k, v in result.test[p.label].items()},
             "lists_sha256": result.lists[p.label]["lists_sha256"],
         }
@@ -230,7 +231,7 @@ def _run_entry(suite: dict, run: Run) -> None:
     result = evaluate(trained)
     for protocol in run.protocols:
         label = protocol.label
-        path = _record_path(suite, run.entry["name"], protocol, run.seed)
+        path = record_path(suite, run.entry["name"], protocol, run.seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_per_user(per_user_path(path), result.per_user[label])
         record = {
@@ -296,7 +297,7 @@ def run_suite(
     for seed in seeds or []:
         if seed not in (suite.get("seeds") or []):
             raise RecBoleLLMError(f"Seed {seed} is not in the suite's seeds {suite.get('seeds')}.")
-    runs = _plan(suite)
+    runs = plan(suite)
     for run in runs:
         if (only and run.entry["name"] not in only) or (seeds and run.seed not in seeds):
             continue
@@ -311,7 +312,7 @@ def run_suite(
         load_record(p)
         for run in runs
         for protocol in run.protocols
-        if (p := _record_path(suite, run.entry["name"], protocol, run.seed)).is_file()
+        if (p := record_path(suite, run.entry["name"], protocol, run.seed)).is_file()
     ]
     columns = suite.get("columns", DEFAULT_COLUMNS)
     first_label = runs[0].protocols[0].label

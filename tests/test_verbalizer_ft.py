@@ -262,11 +262,11 @@ class Interrupted(Exception):
 def test_a_killed_fine_tuning_resumes_and_ends_as_if_uninterrupted(settings, monkeypatch):
     from recbole_llm.evaluation.resume import ResumableTraining
 
-    tuning = {**settings, "epochs": 2, "learning_rate": 1e-2, "lora_dropout": 0.05}
+    tuning = {**settings, "epochs": 2, "learning_rate": 1e-2, "lora_dropout": 0.05, "checkpoint_steps": 0}
     reference = run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
     save = ResumableTraining._save_resume_state
 
-    def save_then_stop(self, epoch, generators):
+    def save_then_stop(self, epoch, generators, **partial):
         assert "model..generator" in generators  # the negatives' generator (root module: "") is resumed too
         save(self, epoch, generators)
         raise Interrupted
@@ -278,4 +278,54 @@ def test_a_killed_fine_tuning_resumes_and_ends_as_if_uninterrupted(settings, mon
     resumed = run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
     assert resumed.trained.trainer.start_epoch == 1
     assert resumed.trained.trainer.train_loss_dict == reference.trained.trainer.train_loss_dict
+    assert resumed.test == reference.test
+
+
+@pytest.mark.parametrize("kill_epoch, kill_batches", [(0, 4), (1, 2)])
+def test_a_fine_tuning_killed_within_an_epoch_continues_after_its_last_saved_step(
+    settings, monkeypatch, kill_epoch, kill_batches
+):
+    """Resume states every optimiser step (2 batches): the rerun replays the epoch's shuffle, trains
+    only the batches the killed run had not, with the random states it had there (dropout, negatives),
+    and ends where an uninterrupted run ends."""
+    from recbole_llm.evaluation.resume import ResumableTraining
+    from recbole_llm.models.llm.verbalizer_ft import LLMVerbalizerRanker
+
+    tuning = {
+        **settings,
+        "epochs": 2,
+        "learning_rate": 1e-2,
+        "lora_dropout": 0.05,
+        "train_batch_size": 2,
+        "gradient_accumulation_steps": 2,
+        "checkpoint_steps": 1,
+        "train_examples_per_epoch": 12,  # 6 batches, 3 steps, resume states after steps 1 and 2
+    }
+    reference = run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
+    save, trained_batches = ResumableTraining._save_resume_state, []
+    loss = LLMVerbalizerRanker.calculate_loss
+
+    def save_then_stop(self, epoch, generators, rng=None, partial=None):
+        save(self, epoch, generators, rng=rng, partial=partial)
+        if partial is not None and epoch + 1 == kill_epoch and partial["batches"] == kill_batches:
+            raise Interrupted
+
+    def counted(self, interaction):
+        trained_batches.append(1)
+        return loss(self, interaction)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ResumableTraining, "_save_resume_state", save_then_stop)
+        with pytest.raises(Interrupted):
+            run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
+    monkeypatch.setattr(LLMVerbalizerRanker, "calculate_loss", counted)
+    resumed = run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
+    trainer = resumed.trained.trainer
+    assert trainer.start_epoch == kill_epoch
+    assert len(trained_batches) == 6 * (2 - kill_epoch) - kill_batches
+    assert trainer.train_loss_dict == pytest.approx(reference.trained.trainer.train_loss_dict, rel=1e-6)
+    assert len(trainer.epoch_seconds) == 2  # the killed run's epochs and share of the epoch included
+    adapter = {k: v for k, v in trainer.model.state_dict().items() if "lora_" in k}
+    expected = {k: v for k, v in reference.trained.trainer.model.state_dict().items() if "lora_" in k}
+    assert adapter and all(torch.equal(adapter[k], expected[k]) for k in expected)
     assert resumed.test == reference.test

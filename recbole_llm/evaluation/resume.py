@@ -5,6 +5,9 @@ predecessor left under `<checkpoint_dir>/resume/` and continues with the next ep
 as an uninterrupted run would: the state holds the model, the optimizer, any LR scheduler, the
 early-stopping counters, the loss and time history, and every random generator training draws from.
 A finished fit deletes its state, so the next identical command starts fresh, as RecBole does.
+A trainer whose epochs take long (a fine-tuned LLM) also saves a state within an epoch
+(`save_partial_epoch`, after an optimiser step): it holds the random states of the epoch's start, so
+the rerun replays the same shuffle, skips the batches already trained and continues from there.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from recbole_llm.benchmark.records import fingerprint
 OUTPUT_ONLY = frozenset(
     {
         "resume",
+        "checkpoint_steps",
         "strict",
         "checkpoint_dir",
         "candidates_dir",
@@ -115,14 +119,21 @@ class ResumableTraining:
         self._first_epoch = 0
         self._fit_start = 0.0
         self._pending_rng = None
+        self._epoch_rng: dict | None = None  # random states at the current epoch's start
+        self._epoch_generators: dict[str, torch.Generator] = {}
+        self._epoch_start = 0.0
+        # Within-epoch progress read from a resume state: batches trained, their loss, the random
+        # states and training seconds at that point; consumed by the epoch that continues it.
+        self.partial_epoch: dict | None = None
 
     def fit(
         self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None
     ):
         if saved and self.config["resume"] is not False and self.resume_file.is_file():
             self.resume_checkpoint(self.resume_file)
+            within = f", after {self.partial_epoch['batches']} of its batches" if self.partial_epoch else ""
             self.logger.info(
-                f"resuming {self.config['model']} from epoch {self.start_epoch} ({self.resume_file})"
+                f"resuming {self.config['model']} from epoch {self.start_epoch}{within} ({self.resume_file})"
             )
         self._keep_state, self._first_epoch = saved, self.start_epoch
         self._fit_start = time.perf_counter()
@@ -138,9 +149,44 @@ class ResumableTraining:
             self._pending_rng = None
         elif self._keep_state and epoch_idx > self._first_epoch:
             self._save_resume_state(epoch_idx - 1, generators)
-        return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+        self._epoch_rng, self._epoch_generators = rng_state(generators), generators
+        self._epoch_start = time.perf_counter()
+        partial = self.partial_epoch
+        result = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+        if partial is not None and getattr(self, "epoch_seconds", None):
+            self.epoch_seconds[-1] += partial["seconds"]  # the killed run's share of this epoch
+        return result
 
-    def _save_resume_state(self, epoch: int, generators: dict[str, torch.Generator]) -> None:
+    def save_partial_epoch(self, epoch_idx: int, batches: int, loss: float) -> None:
+        """A resume state within epoch `epoch_idx`, after `batches` batches whose losses sum to `loss`
+        and whose gradients have been applied (call it right after an optimiser step)."""
+        if not self._keep_state:
+            return
+        partial = self.partial_epoch or {"seconds": 0.0}
+        self._save_resume_state(
+            epoch_idx - 1,
+            self._epoch_generators,
+            rng=self._epoch_rng,
+            partial={
+                "batches": batches,
+                "loss": loss,
+                "rng": rng_state(self._epoch_generators),
+                "seconds": partial["seconds"] + time.perf_counter() - self._epoch_start,
+            },
+        )
+
+    def continue_partial_epoch(self) -> None:
+        """At the first batch not yet trained: the random states the killed run had there."""
+        set_rng_state(self.partial_epoch["rng"], self._epoch_generators)
+        self.partial_epoch = None
+
+    def _save_resume_state(
+        self,
+        epoch: int,
+        generators: dict[str, torch.Generator],
+        rng: dict | None = None,
+        partial: dict | None = None,
+    ) -> None:
         state = {  # RecBole's checkpoint, which its resume_checkpoint reads ...
             "config": self.config,
             "epoch": epoch,
@@ -152,8 +198,9 @@ class ResumableTraining:
             "resume": {  # ... and what it leaves out
                 "progress": {name: getattr(self, name) for name in _PROGRESS if hasattr(self, name)},
                 "schedulers": {name: s.state_dict() for name, s in _schedulers(self).items()},
-                "rng": rng_state(generators),
+                "rng": rng or rng_state(generators),
                 "fit_seconds": self.seconds_before_resume + time.perf_counter() - self._fit_start,
+                "partial_epoch": partial,
             },
         }
         self.resume_file.parent.mkdir(parents=True, exist_ok=True)
@@ -171,6 +218,7 @@ class ResumableTraining:
             scheduler.load_state_dict(extra["schedulers"][name])
         self._pending_rng = extra["rng"]
         self.seconds_before_resume = extra["fit_seconds"]
+        self.partial_epoch = extra.get("partial_epoch")
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         """RecBole's best-model file, written atomically: a resumed run may still need the old one."""

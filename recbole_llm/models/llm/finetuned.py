@@ -76,19 +76,26 @@ class AdapterTrainer(Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         """RecBole's epoch loop (single process), stepping after every `gradient_accumulation_steps`
         batches and after the epoch's last; each batch's mean loss is divided by the size of its group,
-        so a group of k batches of b rows steps as one batch of k * b rows would. Returns the sum of
-        the batches' losses, as RecBole's loop does."""
+        so a group of k batches of b rows steps as one batch of k * b rows would. Every
+        `checkpoint_steps` optimiser steps it leaves a resume state, and a rerun continues after the
+        batches that state had trained. Returns the sum of the batches' losses, as RecBole's loop does."""
         self.model.train()
         loss_func = loss_func or self.model.calculate_loss
         steps = int(self.config["gradient_accumulation_steps"])
+        every = int(self.config["checkpoint_steps"] or 0) * steps  # batches between resume states
+        partial = self.partial_epoch  # ResumableTraining's, which the registry adds to every trainer
+        done, total = (partial["batches"], partial["loss"]) if partial else (0, 0.0)
         batches = len(train_data)
         iter_data = (
             tqdm(train_data, total=batches, ncols=100, desc=f"Train {epoch_idx:>5}")
             if show_progress
             else train_data
         )
-        total = 0.0
         for index, interaction in enumerate(iter_data):
+            if index < done:  # trained before the kill: replayed for the shuffle's sake only
+                continue
+            if index == done and partial:
+                self.continue_partial_epoch()
             first = index - index % steps
             if index == first:
                 self.optimizer.zero_grad()
@@ -101,6 +108,8 @@ class AdapterTrainer(Trainer):
                 if self.clip_grad_norm:
                     clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
                 self.optimizer.step()
+                if every and (index + 1) % every == 0 and index + 1 < batches:
+                    self.save_partial_epoch(epoch_idx, index + 1, total)
         return total
 
     def _valid_epoch(self, valid_data, show_progress=False):

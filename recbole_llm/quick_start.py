@@ -95,9 +95,10 @@ def train(
     trainer = get_trainer(config["MODEL_TYPE"], config.model_class)(config, model)
     best_valid, epochs_run, start = None, 0, time.perf_counter()
     if config["epochs"] > 0 and any(p.requires_grad for p in model.parameters()):
-        _, best_valid = trainer.fit(
-            split.train, split.valid, saved=saved, show_progress=config["show_progress"]
-        )
+        with torch.autograd.set_detect_anomaly(bool(config["detect_anomaly"])):
+            _, best_valid = trainer.fit(
+                split.train, split.valid, saved=saved, show_progress=config["show_progress"]
+            )
         epochs_run = len(trainer.train_loss_dict)
         if saved:
             with trusted_checkpoints():

@@ -43,3 +43,24 @@ def test_train_examples_per_epoch_trains_a_fresh_subset_of_batches_each_epoch(ti
     assert len(seen) == 2 * 3  # ceil(20 / 8) batches in each of the two epochs
     assert seen[:3] != seen[3:], "each epoch draws its own batches"
     assert len(trained.trainer.epoch_seconds) == 2
+
+
+@pytest.mark.parametrize("detect", [False, True])
+def test_training_runs_in_the_configured_anomaly_mode_whatever_recbole_set(tiny, monkeypatch, detect):
+    """Importing RecBole's SINE (as importing any RecBole sequential model does) turns anomaly mode on
+    for the process; a fit runs with `detect_anomaly` and leaves the process's mode as it found it."""
+    import recbole.model.sequential_recommender.sine  # noqa: F401
+    from recbole.model.general_recommender.bpr import BPR
+
+    modes: list[bool] = []
+    original = BPR.calculate_loss
+
+    def recording(self, interaction):
+        modes.append(torch.is_anomaly_enabled())
+        return original(self, interaction)
+
+    monkeypatch.setattr(BPR, "calculate_loss", recording)
+    with torch.autograd.set_detect_anomaly(True):
+        train("BPR", "tiny", config_dict={**tiny, "epochs": 1, "detect_anomaly": detect}, saved=False)
+        assert torch.is_anomaly_enabled()
+    assert modes and set(modes) == {detect}

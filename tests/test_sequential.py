@@ -135,3 +135,89 @@ def test_negative_sampling_is_seeded(tiny):
     second, _ = build("PluginSASRec", tiny, loss_type="SCE", num_negatives=8)
     targets, history = torch.tensor([4]), torch.zeros(1, 5, dtype=torch.long)
     assert torch.equal(first._sample(targets, history), second._sample(targets, history))
+
+
+@pytest.mark.parametrize("sharing", ["sequence", "batch"])
+def test_shared_negatives_score_as_a_per_position_loop_does(tiny, sharing):
+    model, _ = build("PluginSASRec", tiny, loss_type="SCE", num_negatives=6, negative_sharing=sharing)
+    model.eval()
+    item_seq = torch.tensor([[3, 7, 5, 0, 0], [2, 4, 6, 8, 1]])
+    targets = torch.tensor([[7, 5, 9, 0, 0], [4, 6, 8, 1, 3]])
+    valid = targets > 0
+    states = model.sequence_states(item_seq)
+    replay = torch.Generator().manual_seed(model.generator.initial_seed())
+    replay.set_state(model.generator.get_state())
+    scores = model.negative_scores(states, valid, targets[valid], item_seq)
+    shape = (2, 6) if sharing == "sequence" else (6,)
+    drawn = torch.randint(1, model.n_items, shape, generator=replay)
+    expected, weight = [], model.item_embedding.weight
+    for row in range(2):
+        for position in range(5):
+            if targets[row, position]:
+                ids = drawn[row] if sharing == "sequence" else drawn
+                expected.append([float(states[row, position] @ weight[i]) for i in ids.tolist()])
+    assert scores.shape == (int(valid.sum()), 6)
+    assert torch.allclose(scores, torch.tensor(expected), atol=1e-5)
+
+
+def test_shared_negatives_that_hit_a_target_drop_out_there(tiny):
+    model, _ = build(
+        "PluginSASRec",
+        tiny,
+        loss_type="SCE",
+        num_negatives=200,
+        negative_sharing="batch",
+        negative_exclude="positive",
+    )
+    item_seq = torch.tensor([[3, 7, 5, 0, 0]])
+    targets = torch.tensor([[7, 5, 9, 0, 0]])
+    replay = torch.Generator()
+    replay.set_state(model.generator.get_state())
+    drawn = torch.randint(1, model.n_items, (200,), generator=replay)
+    scores = model.negative_scores(
+        model.sequence_states(item_seq), targets > 0, torch.tensor([7, 5, 9]), item_seq
+    )
+    hits = drawn.unsqueeze(0) == torch.tensor([[7], [5], [9]])
+    assert hits.any(), "200 draws over a tiny catalogue hit some target"
+    assert torch.equal(torch.isinf(scores), hits) and torch.isfinite(scores[~hits]).all()
+    loss = model.next_item_loss(model.sequence_states(item_seq), targets, item_seq)
+    assert torch.isfinite(loss).all()
+
+
+def test_shared_negatives_refuse_history_exclusion_and_train(tiny):
+    with pytest.raises(RecBoleLLMError, match="negative_exclude=history draws negatives per position"):
+        build("PluginSASRec", tiny, loss_type="SCE", negative_sharing="batch", negative_exclude="history")
+    for sharing in ("sequence", "batch"):
+        trained = train(
+            "PluginSASRec",
+            "tiny",
+            config_dict={**tiny, "loss_type": "NCE", "num_negatives": 4, "negative_sharing": sharing},
+        )
+        assert all(np.isfinite(v) for v in trained.trainer.train_loss_dict.values())
+
+
+def test_fused_sasrec_states_and_gradients_equal_recboles_layers_where_items_are(tiny):
+    model, _ = build("PluginSASRec", tiny, n_layers=2, n_heads=2)
+    item_seq = torch.tensor([[3, 7, 5, 0, 0], [2, 4, 6, 8, 1], [9, 0, 0, 0, 0]])
+    valid = item_seq > 0
+
+    def recbole_states():  # RecBole's SASRec.forward up to the last layer, every position
+        positions = torch.arange(5).unsqueeze(0).expand_as(item_seq)
+        hidden = model.dropout(
+            model.LayerNorm(model.item_embedding(item_seq) + model.position_embedding(positions))
+        )
+        return model.trm_encoder(hidden, model.get_attention_mask(item_seq), output_all_encoded_layers=True)[
+            -1
+        ]
+
+    model.train()  # dropout probabilities are 0 here: train mode takes the training code path
+    grads = []
+    for states in (model.sequence_states(item_seq), recbole_states()):
+        model.zero_grad()
+        (states[valid] ** 2).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        grads[-1]["states"] = states[valid].detach()
+    fused, reference = grads
+    assert fused.keys() == reference.keys()
+    for name in reference:
+        assert torch.allclose(fused[name], reference[name], atol=1e-5), name

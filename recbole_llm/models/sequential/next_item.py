@@ -17,6 +17,7 @@ from recbole_llm.data.split import subset_loader
 from recbole_llm.errors import RecBoleLLMError, did_you_mean
 
 NEGATIVE_EXCLUDE = ("none", "positive", "history")
+NEGATIVE_SHARING = ("position", "sequence", "batch")
 TRAIN_WINDOWS = ("all", "last")
 
 
@@ -60,6 +61,14 @@ class NextItemModel:
         self.negative_exclude = _check_choice(
             "negative_exclude", config["negative_exclude"], NEGATIVE_EXCLUDE
         )
+        self.negative_sharing = _check_choice(
+            "negative_sharing", config["negative_sharing"], NEGATIVE_SHARING
+        )
+        if self.negative_exclude == "history" and self.negative_sharing != "position":
+            raise RecBoleLLMError(
+                f"negative_exclude=history draws negatives per position; with negative_sharing="
+                f"{self.negative_sharing} use negative_exclude=positive or none."
+            )
         k = config["num_negatives"]
         self.num_negatives = config["loss_num_negatives"][loss_type] if k is None else k
         if loss_type != "CE" and (not isinstance(self.num_negatives, int) or self.num_negatives < 1):
@@ -88,28 +97,50 @@ class NextItemModel:
         item_seq = interaction[self.ITEM_SEQ]
         seq_len = interaction[self.ITEM_SEQ_LEN]
         rows = torch.arange(len(item_seq), device=item_seq.device)
-        states = self.sequence_states(item_seq)
-        if self.all_positions:
+        if self.all_positions:  # position j predicts item j + 1; the last item predicts the row's target
             targets = torch.cat([item_seq[:, 1:], torch.zeros_like(item_seq[:, :1])], dim=1)
-            targets[rows, seq_len - 1] = interaction[self.POS_ITEM_ID]
-            valid = targets > 0
-            states, targets, rows = states[valid], targets[valid], rows.unsqueeze(1).expand_as(valid)[valid]
         else:
-            states, targets = self.gather_indexes(states, seq_len - 1), interaction[self.POS_ITEM_ID]
-        return self.next_item_loss(states, targets, item_seq, rows).mean()
+            targets = torch.zeros_like(item_seq)
+        targets[rows, seq_len - 1] = interaction[self.POS_ITEM_ID]
+        return self.next_item_loss(self.sequence_states(item_seq), targets, item_seq).mean()
 
     def next_item_loss(
-        self, states: torch.Tensor, targets: torch.Tensor, item_seq: torch.Tensor, rows: torch.Tensor
+        self, states: torch.Tensor, targets: torch.Tensor, item_seq: torch.Tensor
     ) -> torch.Tensor:
-        """Per-position loss of predicting `targets` [P] from `states` [P, H]; position p belongs to
-        the input sequence `item_seq[rows[p]]`."""
+        """Loss of every position with a target: `targets` [B, L] (0: none) predicted from `states`
+        [B, L, H] of the input sequences `item_seq` [B, L]; one value per target, in row-major order."""
+        valid = targets > 0
+        wanted = targets[valid]
         if self.loss_type == "CE":
-            return losses.ce_from_states(states, self.item_embedding.weight, targets)
-        history = item_seq[rows] if self.negative_exclude == "history" else None
-        negatives = self._sample(targets, history)
-        pos = (states * self.item_embedding(targets)).sum(-1)
-        neg = torch.einsum("ph,pkh->pk", states, self.item_embedding(negatives))
+            return losses.ce_from_states(states[valid], self.item_embedding.weight, wanted)
+        pos = (states[valid] * self.item_embedding(wanted)).sum(-1)
+        neg = self.negative_scores(states, valid, wanted, item_seq)
         return losses.sampled_loss(self.loss_type, pos, neg, self.n_items, self.sce_alpha, self.nce_c)
+
+    def negative_scores(
+        self, states: torch.Tensor, valid: torch.Tensor, targets: torch.Tensor, item_seq: torch.Tensor
+    ) -> torch.Tensor:
+        """Scores [P, K] of the negatives of the P positions with a target, drawn per position, per
+        sequence or per batch (`negative_sharing`). Shared negatives cost one [P, H] x [H, K] product
+        instead of gathering P x K embeddings; one that equals a position's target scores -inf there
+        under `negative_exclude: positive` (it contributes nothing)."""
+        k, rows = self.num_negatives, torch.arange(len(states), device=states.device)
+        rows = rows.unsqueeze(1).expand_as(valid)[valid]
+        if self.negative_sharing == "position":
+            history = item_seq[rows] if self.negative_exclude == "history" else None
+            negatives = self._sample(targets, history)
+            return torch.einsum("ph,pkh->pk", states[valid], self.item_embedding(negatives))
+        if self.negative_sharing == "sequence":
+            drawn = losses.sample_negatives((len(states), k), self.n_items, self.generator).to(states.device)
+            scores = torch.bmm(states, self.item_embedding(drawn).transpose(1, 2))[valid]
+            negatives = drawn[rows]
+        else:
+            drawn = losses.sample_negatives((k,), self.n_items, self.generator).to(states.device)
+            scores = states[valid] @ self.item_embedding(drawn).T
+            negatives = drawn.expand(len(targets), k)
+        if self.negative_exclude == "positive":
+            scores = scores.masked_fill(negatives == targets.unsqueeze(1), float("-inf"))
+        return scores
 
     def _sample(self, targets: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
         shape = (len(targets), self.num_negatives)

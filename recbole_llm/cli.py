@@ -116,6 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument("--force", action="store_true", help="rerun runs that already have results")
     board.add_argument("--models", default=None, help="comma-separated subset of the suite's models")
     board.add_argument("--seeds", default=None, help="comma-separated subset of the suite's seeds")
+    board.add_argument(
+        "--executor",
+        default="local",
+        choices=("local", "ray"),
+        help="local: missing runs one after another here; ray: one Ray task each (resources per run)",
+    )
+    board.add_argument(
+        "--address", default=None, help="Ray cluster address (host:port); default: start Ray on this machine"
+    )
     sub.add_parser("models", help="list the model names that resolve")
     expected = sub.add_parser("expected", help="write each suite's expected scores from its records")
     expected.add_argument("suites", nargs="+", help="suite YAMLs, e.g. benchmarks/ml-100k.yaml")
@@ -133,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
 
         only = args.models.split(",") if args.models else None
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-        table = run_suite(args.suite, force=args.force, only=only, seeds=seeds)
+        table = run_suite(
+            args.suite, force=args.force, only=only, seeds=seeds, executor=args.executor, address=args.address
+        )
     except USER_ERRORS as err:
         return _fail("recbole-llm", err)
     print(table)

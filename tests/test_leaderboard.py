@@ -70,7 +70,7 @@ def test_suite_writes_one_record_per_run_and_a_table(tiny, tmp_path, monkeypatch
 
     # A rerun with the same settings trains nothing; a changed model config reruns only that model.
     calls = []
-    monkeypatch.setattr(suite_module, "_run_entry", lambda suite, run: calls.append(run.entry["name"]))
+    monkeypatch.setattr(suite_module, "run_entry", lambda suite, run: calls.append(run.entry["name"]))
     capsys.readouterr()
     run_suite(write_suite(tmp_path, tiny))
     assert calls == []

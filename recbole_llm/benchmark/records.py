@@ -13,6 +13,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from recbole_llm.atomic import write_atomic
+
 # Credential-like keys ("openai_api_key", "hf_token", "client_secret"), but not "max_new_tokens" nor
 # "llm_api_key_env" (the name of a variable, not its value).
 SECRET_KEY = re.compile(r"(api_?key|(^|_)token(_|$)|secret|password)(?!.*_env$)", re.IGNORECASE)
@@ -119,9 +121,7 @@ def write_per_user(path: Path, per_user: dict) -> None:
         "users": [str(u) for u in per_user["users"]],
         "values": {k: [round(float(v), PER_USER_DIGITS) for v in vs] for k, vs in per_user["values"].items()},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(gzip.compress(json.dumps(data, separators=(",", ":")).encode(), mtime=0))
-    os.replace(tmp, path)
+    write_atomic(path, gzip.compress(json.dumps(data, separators=(",", ":")).encode(), mtime=0))
 
 
 def load_record(path: Path) -> dict:

@@ -26,7 +26,6 @@ Suite format::
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import yaml
 
+from recbole_llm.atomic import write_atomic
+from recbole_llm.benchmark.executors import EXECUTORS, resources, run_local, run_ray
 from recbole_llm.benchmark.plots import write_plots
 from recbole_llm.benchmark.records import (
     config_snapshot,
@@ -66,9 +67,11 @@ _SUITE_KEYS = {
     "baseline",
     "published",
     "notes",
+    "resources",
 }
-# A model entry: `protocols` replaces the suite's for that model (e.g. fewer users for a costly one).
-_ENTRY_KEYS = {"model", "name", "config", "protocols"}
+# A model entry: `protocols` replaces the suite's for that model (e.g. fewer users for a costly one);
+# `resources` (num_cpus, num_gpus) what one of its runs asks of the Ray executor.
+_ENTRY_KEYS = {"model", "name", "config", "protocols", "resources"}
 
 
 def load_suite(path: str | Path) -> dict:
@@ -177,7 +180,7 @@ def _run_key(suite: dict, run: Run, protocol: Protocol) -> str:
     key = {
         "dataset": suite["dataset"],
         "config": suite["config"],
-        "entry": run.entry,
+        "entry": {k: v for k, v in run.entry.items() if k != "resources"},  # where it runs changes nothing
         "protocol": protocol.identity(),
         "class": f"{model_class.__module__}.{model_class.__qualname__}",
     }
@@ -223,7 +226,8 @@ def rerun(suite: dict, name: str, seed: int, workdir: Path) -> dict[str, dict]:
     }
 
 
-def _run_entry(suite: dict, run: Run) -> None:
+def run_entry(suite: dict, run: Run, command: str | None = None) -> None:
+    """Train and test one run and write its records (`command`: what started it, default this process)."""
     from recbole_llm.quick_start import evaluate, train
 
     started = time.time()
@@ -255,15 +259,13 @@ def _run_entry(suite: dict, run: Run) -> None:
                 "train_epoch_s": getattr(trained.trainer, "epoch_seconds", []),
             },
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "run_key": _run_key(suite, run, protocol),
             "config": config_snapshot(trained.config),
             "versions": versions(),
             "machine": machine(),
         }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 def _provenance(suite: dict, records: list[dict]) -> str:
@@ -283,12 +285,20 @@ def _provenance(suite: dict, records: list[dict]) -> str:
 
 
 def run_suite(
-    path: str | Path, force: bool = False, only: list[str] | None = None, seeds: list[int] | None = None
+    path: str | Path,
+    force: bool = False,
+    only: list[str] | None = None,
+    seeds: list[int] | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> str:
-    """Run what is missing (of `only` models and `seeds`, if given); write and return the table.
+    """Run what is missing (of `only` models and `seeds`, if given) with `executor` (`local`, or `ray`
+    on the cluster at `address`); write and return the table.
 
     Says on stderr, for each run, whether it was kept (its records match its settings) or why it runs.
     """
+    if executor not in EXECUTORS:
+        raise RecBoleLLMError(f"Unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}.")
     suite = load_suite(path)
     names = [e["name"] for e in suite["models"]]
     for name in only or []:
@@ -297,8 +307,9 @@ def run_suite(
     for seed in seeds or []:
         if seed not in (suite.get("seeds") or []):
             raise RecBoleLLMError(f"Seed {seed} is not in the suite's seeds {suite.get('seeds')}.")
-    runs = plan(suite)
+    runs, missing = plan(suite), []
     for run in runs:
+        resources(suite, run.entry)  # a typo in `resources` fails before anything runs
         if (only and run.entry["name"] not in only) or (seeds and run.seed not in seeds):
             continue
         what = run.entry["name"] + ("" if run.seed is None else f" (seed {run.seed})")
@@ -307,7 +318,17 @@ def run_suite(
             print(f"kept {what}: its records match its settings", file=sys.stderr)
             continue
         print(f"running {what}: {reason}", file=sys.stderr)
-        _run_entry(suite, run)
+        missing.append(run)
+    failures = run_ray(suite, missing, address) if executor == "ray" else run_local(suite, missing)
+    table = _write_table(suite, runs)
+    if failures:
+        raise RecBoleLLMError(
+            f"{len(failures)} run(s) failed (the table holds the others): " + "; ".join(failures)
+        )
+    return table
+
+
+def _write_table(suite: dict, runs: list[Run]) -> str:
     records = [
         load_record(p)
         for run in runs

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from recbole_llm.atomic import write_atomic
 from recbole_llm.errors import RecBoleLLMError
 
 _FORMAT_VERSION = 2
@@ -31,11 +31,9 @@ class CandidateSet:
     def write(self, path: Path, meta: dict) -> None:
         """Write atomically, so that an interrupted run never leaves a half-written set behind."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
         rows = self.items if self.items is not None else [[] for _ in self.users]
-        tmp.write_text("".join(f"{u}\t{' '.join(r)}\n" for u, r in zip(self.users, rows)))
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        write_atomic(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True))
+        write_atomic(path, "".join(f"{u}\t{' '.join(r)}\n" for u, r in zip(self.users, rows)))
 
     @classmethod
     def read(cls, path: str | Path, full: bool = False) -> CandidateSet:

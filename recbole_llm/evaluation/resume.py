@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from recbole.utils import set_color
 
+from recbole_llm.atomic import partial_path
 from recbole_llm.benchmark.records import fingerprint
 
 # Settings that never change what is trained: where output goes, what is shown, how keys are checked.
@@ -57,7 +58,7 @@ def resume_path(config, model_class: type) -> Path:
 
 def atomic_save(obj, path: Path) -> None:
     """`torch.save` through a temporary file, so that a kill mid-write leaves the previous file whole."""
-    partial = path.with_name(path.name + ".tmp")
+    partial = partial_path(path)
     torch.save(obj, partial, pickle_protocol=4)
     os.replace(partial, path)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recbole_llm.atomic import partial_path
 from recbole_llm.config import Config
 from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.evaluation.resume import resume_path
@@ -80,7 +81,7 @@ def fit_stage(config, stage: str, dataset) -> Trained:
         trained = train(name, config["dataset"], None, given, protocols=[])
         if cached is not None and trained.epochs_run > 0:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            partial = cached.with_name(cached.name + ".tmp")
+            partial = partial_path(cached)
             shutil.copyfile(trained.trainer.saved_model_file, partial)
             os.replace(partial, cached)
     else:

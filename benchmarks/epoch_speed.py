@@ -1,0 +1,147 @@
+"""Seconds per SASRec training epoch against the FLOP bound, for CE and SCE with negatives drawn per
+position, per sequence and per batch, on the data and settings of the Xu et al. suites.
+
+    python benchmarks/epoch_speed.py                     # xu2024-ml-1m and xu2024-beauty, 1 epoch each
+    python benchmarks/epoch_speed.py --suites benchmarks/xu2024-ml-1m.yaml --epochs 2 --threads 2
+
+The bound is the epoch's arithmetic (matmul FLOPs of forward and backward, counted from the shapes the
+model computes, padding included) divided by the float32 matmul throughput measured in the same run;
+`items-only bound` counts only positions that hold an item, what packing sequences could save. The
+`anomaly on` row is how every epoch ran before `detect_anomaly` (RecBole's SINE switches autograd's
+anomaly mode on at import). Writes results/epoch-speed/epoch_speed.{json,md}. Quality of the sharing
+modes: benchmarks/ml-100k-negative-sharing.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from recbole_llm.benchmark.records import provenance, versions_text, write_result
+from recbole_llm.benchmark.suite import load_suite
+from recbole_llm.quick_start import train
+
+HERE = Path(__file__).parent
+
+
+def variants(negatives: int) -> dict[str, dict]:
+    sce = {"loss_type": "SCE", "num_negatives": negatives}
+    return {
+        "CE": {"loss_type": "CE"},
+        "CE, anomaly on (before)": {"loss_type": "CE", "detect_anomaly": True},
+        "CE, no attention dropout": {"loss_type": "CE", "attn_dropout_prob": 0.0},
+        f"SCE K={negatives}, per position": {**sce, "negative_sharing": "position"},
+        f"SCE K={negatives}, per sequence": {**sce, "negative_sharing": "sequence"},
+        f"SCE K={negatives}, per batch": {**sce, "negative_sharing": "batch"},
+    }
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Best float32 matmul throughput of `repeats` square products: what the bound divides by."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def epoch_flops(config, dataset, loss: dict) -> tuple[float, float]:
+    """Forward + backward matmul FLOPs of one epoch: as computed (padded) and over item positions only.
+
+    Per token and layer: Q, K, V, O projections 8H^2, feed-forward 4 H inner, attention scores and
+    context 4 L H; per target, the output layer 2 H x (all items for CE, K + 1 for a sampled loss).
+    Backward costs twice the forward.
+    """
+    hidden, inner, layers = config["hidden_size"], config["inner_size"], config["n_layers"]
+    length = config["MAX_ITEM_LIST_LENGTH"]
+    rows = len(dataset)
+    targets = float(dataset.inter_feat[dataset.item_list_length_field].sum())
+    scored = dataset.item_num if loss["loss_type"] == "CE" else loss["num_negatives"] + 1
+
+    def total(tokens: float, context: float) -> float:
+        per_token = layers * (8 * hidden**2 + 4 * hidden * inner + 4 * context * hidden)
+        return 3 * (tokens * per_token + targets * 2 * hidden * scored)
+
+    return total(rows * length, length), total(targets, targets / rows / 2)
+
+
+def measure(suite: dict, label: str, change: dict, epochs: int) -> dict:
+    config = {**suite["config"], **change, "epochs": 0, "state": "WARNING", "seed": 2020}
+    config["data_path"] = str((suite["file"].parent / config["data_path"]).resolve())
+    anomaly = bool(config.pop("detect_anomaly", False))
+    trained = train("SASRec", suite["dataset"], None, config, saved=False)
+    trainer, loader = trained.trainer, trained.split.train
+    seconds = []
+    with torch.autograd.set_detect_anomaly(anomaly):
+        for epoch in range(epochs):
+            start = time.perf_counter()
+            trainer._train_epoch(loader, epoch)
+            seconds.append(time.perf_counter() - start)
+    padded, items_only = epoch_flops(trained.config, loader._dataset, change)
+    row = {"config": change, "epoch_s": seconds, "s_per_epoch": statistics.fmean(seconds)}
+    row.update(gflop=padded / 1e9, items_only_gflop=items_only / 1e9, batches=len(loader))
+    print(f"{suite['name']} | {label}: {row['s_per_epoch']:.1f} s/epoch, {row['gflop']:.0f} GFLOP")
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--suites", nargs="+", default=[str(HERE / "xu2024-ml-1m.yaml"), str(HERE / "xu2024-beauty.yaml")]
+    )
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    result = {"threads": args.threads, "epochs": args.epochs, "suites": {}}
+    result["matmul_gflops_before"] = matmul_gflops()
+    for path in args.suites:
+        suite = load_suite(path)
+        negatives = next(e["config"]["num_negatives"] for e in suite["models"] if e["name"] == "SASRec-SCE")
+        result["suites"][suite["name"]] = {
+            label: measure(suite, label, change, args.epochs) for label, change in variants(negatives).items()
+        }
+    result["matmul_gflops_after"] = matmul_gflops()
+    peak = max(result["matmul_gflops_before"], result["matmul_gflops_after"])
+    result.update(provenance(shlex.join(["python", *sys.argv])))
+    lines = [
+        "## SASRec seconds per training epoch vs the FLOP bound, measured in one run",
+        "",
+        f"`{result['command']}`; {args.threads} torch thread(s), {args.epochs} epoch(s) a row; "
+        f"float32 matmul {result['matmul_gflops_before']:.0f} / {result['matmul_gflops_after']:.0f} GFLOP/s "
+        f"(start / end of the run; the bound uses the larger); "
+        + versions_text(result["versions"])
+        + ". Each suite's own settings (length, batch, dropout); `bound` = the epoch's matmul FLOPs "
+        "(padding included) / matmul throughput.",
+        "",
+        "| suite | training | s/epoch | vs CE | GFLOP | bound s | ratio to bound | items-only bound s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rows in result["suites"].items():
+        ce = rows["CE"]["s_per_epoch"]
+        for label, row in rows.items():
+            bound = row["gflop"] / peak
+            row.update(bound_s=bound, ratio=row["s_per_epoch"] / bound)
+            lines.append(
+                f"| {name} | {label} | {row['s_per_epoch']:.1f} | {row['s_per_epoch'] / ce:.2f}x | "
+                f"{row['gflop']:.0f} | {bound:.1f} | {row['ratio']:.2f}x | "
+                f"{row['items_only_gflop'] / peak:.1f} |"
+            )
+    lines.append("")
+    write_result(HERE / "results" / "epoch-speed", "epoch_speed", result, lines)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

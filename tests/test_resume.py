@@ -12,7 +12,7 @@ import yaml
 from recbole.trainer import Trainer
 
 from recbole_llm import registry
-from recbole_llm.benchmark.suite import run_suite
+from recbole_llm.benchmark.suite import _write_table, load_suite, plan, run_suite
 from recbole_llm.evaluation.resume import ResumableTraining
 from recbole_llm.models.sequential.sasrec import SASRec
 from recbole_llm.quick_start import run
@@ -152,6 +152,10 @@ def test_killed_leaderboard_keeps_finished_records_and_resumes_the_killed_model(
     out = tmp_path / "killed" / "out"
     assert sorted(p.name for p in out.glob("*.json")) == ["Pop__full.json"]
     pop_written = (out / "Pop__full.json").stat().st_mtime_ns
+    suite = load_suite(path)
+    table = _write_table(suite, plan(suite))
+    line = next(line for line in table.splitlines() if line.startswith("**In progress**"))
+    assert f"SASRec: {KILLED_AFTER + 1} epoch(s) trained, best validation NDCG@10 0." in line
 
     resumed_at = []
     resume_checkpoint = ResumableTraining.resume_checkpoint
@@ -161,7 +165,7 @@ def test_killed_leaderboard_keeps_finished_records_and_resumes_the_killed_model(
         resumed_at.append((self.config["model"], self.start_epoch))
 
     monkeypatch.setattr(ResumableTraining, "resume_checkpoint", spy)
-    run_suite(path)
+    assert "In progress" not in run_suite(path)
     assert resumed_at == [("SASRec", KILLED_AFTER + 1)]
     assert (out / "Pop__full.json").stat().st_mtime_ns == pop_written, "a finished record is not rerun"
     resumed = json.loads((out / "SASRec__full.json").read_text())

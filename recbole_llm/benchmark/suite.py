@@ -53,6 +53,7 @@ from recbole_llm.config import Config
 from recbole_llm.data.protocol import resolve_protocols
 from recbole_llm.data.protocols import DEFAULT_SEED, Protocol, parse_protocol
 from recbole_llm.errors import RecBoleLLMError, did_you_mean
+from recbole_llm.evaluation.resume import progress, resume_path
 from recbole_llm.registry import get_model
 
 _SUITE_KEYS = {
@@ -268,6 +269,20 @@ def run_entry(suite: dict, run: Run, command: str | None = None) -> None:
         write_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
+def _in_progress(suite: dict, runs: list[Run]) -> list[str]:
+    """One line per run whose records are missing or stale but whose killed training left a resume state."""
+    found = []
+    for run in runs:
+        if _missing(suite, run) is None:
+            continue
+        config = Config(run.entry["model"], suite["dataset"], None, run.config)
+        state = resume_path(config, config.model_class)
+        if state.is_file():
+            what = run.entry["name"] + ("" if run.seed is None else f" (seed {run.seed})")
+            found.append(f"{what}: {progress(state, config['valid_metric'])}")
+    return found
+
+
 def _provenance(suite: dict, records: list[dict]) -> str:
     if not records:
         return "No finished runs yet."
@@ -344,6 +359,13 @@ def _write_table(suite: dict, runs: list[Run]) -> str:
     if suite.get("published"):
         table += "\n" + published_comparison(records, suite["published"], first_label)
         table += f"\n{plots.published}\n" if plots.published else ""
+    unfinished = _in_progress(suite, runs)
+    if unfinished:
+        table += (
+            "\n**In progress** (resume states; rerunning the suite continues them): "
+            + "; ".join(unfinished)
+            + ".\n"
+        )
     if suite.get("notes"):
         table += "\n" + suite["notes"].strip() + "\n"
     (suite["output"] / "leaderboard.md").write_text(table)

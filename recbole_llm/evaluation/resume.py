@@ -56,6 +56,21 @@ def resume_path(config, model_class: type) -> Path:
     return Path(config["checkpoint_dir"]) / "resume" / f"{config['model']}-{key}.pth"
 
 
+def progress(path: Path, metric: str) -> str:
+    """How far the killed run whose resume state is `path` got: epochs, a started one, the best score."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    extra = state.get("resume") or {}
+    done = f"{state['epoch'] + 1} epoch(s) trained"
+    partial = extra.get("partial_epoch")
+    if partial:
+        done += f" and {partial['batches']} batch(es) of the next"
+    curve = extra.get("progress", {}).get("valid_curve") or []
+    if curve:
+        epochs, best = max(curve, key=lambda point: point[1])
+        done += f", best validation {metric} {best:.4f} (after epoch {epochs:g})"
+    return done
+
+
 def atomic_save(obj, path: Path) -> None:
     """`torch.save` through a temporary file, so that a kill mid-write leaves the previous file whole."""
     partial = partial_path(path)

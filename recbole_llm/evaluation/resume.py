@@ -138,6 +138,7 @@ class ResumableTraining:
         self._epoch_rng: dict | None = None  # random states at the current epoch's start
         self._epoch_generators: dict[str, torch.Generator] = {}
         self._epoch_start = 0.0
+        self._carried_seconds = 0.0  # what a killed run had spent on the current epoch
         # Within-epoch progress read from a resume state: batches trained, their loss, the random
         # states and training seconds at that point; consumed by the epoch that continues it.
         self.partial_epoch: dict | None = None
@@ -167,10 +168,10 @@ class ResumableTraining:
             self._save_resume_state(epoch_idx - 1, generators)
         self._epoch_rng, self._epoch_generators = rng_state(generators), generators
         self._epoch_start = time.perf_counter()
-        partial = self.partial_epoch
+        self._carried_seconds = self.partial_epoch["seconds"] if self.partial_epoch else 0.0
         result = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
-        if partial is not None and getattr(self, "epoch_seconds", None):
-            self.epoch_seconds[-1] += partial["seconds"]  # the killed run's share of this epoch
+        if getattr(self, "epoch_seconds", None):
+            self.epoch_seconds[-1] += self._carried_seconds  # the killed run's share of this epoch
         return result
 
     def save_partial_epoch(self, epoch_idx: int, batches: int, loss: float) -> None:
@@ -178,7 +179,6 @@ class ResumableTraining:
         and whose gradients have been applied (call it right after an optimiser step)."""
         if not self._keep_state:
             return
-        partial = self.partial_epoch or {"seconds": 0.0}
         self._save_resume_state(
             epoch_idx - 1,
             self._epoch_generators,
@@ -187,7 +187,7 @@ class ResumableTraining:
                 "batches": batches,
                 "loss": loss,
                 "rng": rng_state(self._epoch_generators),
-                "seconds": partial["seconds"] + time.perf_counter() - self._epoch_start,
+                "seconds": self._carried_seconds + time.perf_counter() - self._epoch_start,
             },
         )
 

@@ -329,3 +329,26 @@ def test_a_fine_tuning_killed_within_an_epoch_continues_after_its_last_saved_ste
     expected = {k: v for k, v in reference.trained.trainer.model.state_dict().items() if "lora_" in k}
     assert adapter and all(torch.equal(adapter[k], expected[k]) for k in expected)
     assert resumed.test == reference.test
+
+
+def test_gradient_checkpointing_recomputes_each_layer_for_the_same_gradients_and_cache_key(settings):
+    grads, forwards, identities = [], [], []
+    for on in (False, True):
+        config = {**settings, "gradient_checkpointing": on, "lora_dropout": 0.05}
+        trained = train("LLMVerbalizerRanker", "tiny", config_dict=config, saved=False)
+        model = trained.model
+        perturb_adapter(model)
+        (layer,) = [m for name, m in model.named_modules() if name.endswith("layers.0.self_attn")]
+        calls = []
+        layer.register_forward_hook(lambda *_, calls=calls: calls.append(1))
+        model.train()
+        torch.manual_seed(0)  # LoRA dropout: recomputation must replay the same masks
+        model.calculate_loss(train_batch(trained, 4)).backward()
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+        forwards.append(len(calls))
+        identities.append(model.backend.identity())
+    assert forwards == [1, 2], "the layer's attention runs again in the backward pass"
+    plain, recomputed = grads
+    assert plain.keys() == recomputed.keys() and all("lora_" in k for k in plain)
+    assert all(torch.allclose(plain[k], recomputed[k], atol=1e-6) for k in plain)
+    assert identities[0] == identities[1]

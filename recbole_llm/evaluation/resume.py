@@ -29,6 +29,7 @@ OUTPUT_ONLY = frozenset(
     {
         "resume",
         "checkpoint_steps",
+        "gradient_checkpointing",  # the same gradients, recomputed: switch it on to resume short of memory
         "strict",
         "checkpoint_dir",
         "candidates_dir",

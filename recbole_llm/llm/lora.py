@@ -54,13 +54,19 @@ def adapter_digest(model: torch.nn.Module) -> str:
 @dataclass
 class LoRABackend(HFBackend):
     """The hf backend over its own copy of the model with a LoRA adapter; `lora` holds LoraConfig
-    arguments (r, lora_alpha, lora_dropout, target_modules), `adapter_path` a saved adapter to load."""
+    arguments (r, lora_alpha, lora_dropout, target_modules), `adapter_path` a saved adapter to load.
+    `gradient_checkpointing` keeps only each decoder layer's input for the backward pass and recomputes
+    the rest (about one more forward per step): activation memory of long prompts drops several-fold,
+    the gradients stay the same, so it is no part of the identity."""
 
     lora: dict = field(default_factory=dict)
     adapter_path: str | None = None
+    gradient_checkpointing: bool = False
 
     def _load(self):
         tokenizer, base = load_model(self.model_id, self.gguf_file, self.dtype)
+        if self.gradient_checkpointing:  # non-reentrant: works with a frozen base and restores RNG states
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return tokenizer, with_adapter(base, self.lora, self.adapter_path)
 
     def identity(self) -> dict:

@@ -154,6 +154,7 @@ class FineTunedLLMRanker(LLMRanker):
                     "target_modules": list(config["lora_target_modules"]),
                 },
                 adapter_path=config["adapter_path"],
+                gradient_checkpointing=bool(config["gradient_checkpointing"]),
             ),
             config,
         )

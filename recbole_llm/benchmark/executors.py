@@ -32,16 +32,18 @@ def resources(suite: dict, entry: dict) -> dict:
     return asked
 
 
-def run_local(suite: dict, runs: list) -> list[str]:
-    from recbole_llm.benchmark.suite import run_entry
+def run_local(suite: dict, runs: list[tuple]) -> list[str]:
+    """Each (run, why it runs) here, one after another; a failure stops the suite (finished records stay)."""
+    from recbole_llm.benchmark.suite import describe, run_entry
 
-    for run in runs:
+    for run, reason in runs:
+        print(f"running {describe(run)}: {reason}", file=sys.stderr)
         run_entry(suite, run)
     return []
 
 
-def run_ray(suite: dict, runs: list, address: str | None) -> list[str]:
-    """Each run as a Ray task with its resources; returns one line per failed run."""
+def run_ray(suite: dict, runs: list[tuple], address: str | None) -> list[str]:
+    """Each (run, why it runs) as a Ray task with its resources; returns one line per failed run."""
     try:
         import ray
     except ImportError as err:  # RecBole depends on ray, so this is a broken environment
@@ -56,12 +58,15 @@ def run_ray(suite: dict, runs: list, address: str | None) -> list[str]:
             ray.shutdown()
 
 
-def _run_tasks(ray, suite: dict, runs: list) -> list[str]:
+def _run_tasks(ray, suite: dict, runs: list[tuple]) -> list[str]:
+    from recbole_llm.benchmark.suite import describe
+
     task = ray.remote(_run_cell)
     command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     pending = {}
-    for run in runs:
-        what = run.entry["name"] + ("" if run.seed is None else f" (seed {run.seed})")
+    for run, reason in runs:
+        what = describe(run)
+        print(f"submitting {what} to Ray: {reason}", file=sys.stderr)
         ref = task.options(**resources(suite, run.entry), name=what).remote(
             str(Path(suite["file"]).resolve()), run.entry["name"], run.seed, os.getcwd(), command
         )

@@ -269,6 +269,11 @@ def run_entry(suite: dict, run: Run, command: str | None = None) -> None:
         write_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
+def describe(run: Run) -> str:
+    """A run as the messages name it: the model entry's name, and its seed where the suite lists seeds."""
+    return run.entry["name"] + ("" if run.seed is None else f" (seed {run.seed})")
+
+
 def _in_progress(suite: dict, runs: list[Run]) -> list[str]:
     """One line per run whose records are missing or stale but whose killed training left a resume state."""
     found = []
@@ -278,8 +283,7 @@ def _in_progress(suite: dict, runs: list[Run]) -> list[str]:
         config = Config(run.entry["model"], suite["dataset"], None, run.config)
         state = resume_path(config, config.model_class)
         if state.is_file():
-            what = run.entry["name"] + ("" if run.seed is None else f" (seed {run.seed})")
-            found.append(f"{what}: {progress(state, config['valid_metric'])}")
+            found.append(f"{describe(run)}: {progress(state, config['valid_metric'])}")
     return found
 
 
@@ -327,13 +331,11 @@ def run_suite(
         resources(suite, run.entry)  # a typo in `resources` fails before anything runs
         if (only and run.entry["name"] not in only) or (seeds and run.seed not in seeds):
             continue
-        what = run.entry["name"] + ("" if run.seed is None else f" (seed {run.seed})")
         reason = "--force" if force else _missing(suite, run)
         if reason is None:
-            print(f"kept {what}: its records match its settings", file=sys.stderr)
+            print(f"kept {describe(run)}: its records match its settings", file=sys.stderr)
             continue
-        print(f"running {what}: {reason}", file=sys.stderr)
-        missing.append(run)
+        missing.append((run, reason))
     failures = run_ray(suite, missing, address) if executor == "ray" else run_local(suite, missing)
     table = _write_table(suite, runs)
     if failures:

@@ -53,12 +53,13 @@ def is_cheap(record: dict) -> bool:
 def suite_records(suite: dict) -> list[tuple[str, dict]]:
     """(file name, record) of every record of `suite` in its output folder, by file name.
 
-    Other JSON there (a benchmark script's result) has no matching `suite` key and is left out.
+    Other JSON there (a benchmark script's result, e.g. position_probe.json, which names the suite too)
+    has no run key and is left out.
     """
     found = []
     for path in sorted(Path(suite["output"]).glob("*.json")):
         record = json.loads(path.read_text())
-        if record.get("suite") == suite["name"]:
+        if record.get("suite") == suite["name"] and "run_key" in record:
             found.append((path.name, record))
     return found
 

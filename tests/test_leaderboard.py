@@ -316,3 +316,14 @@ def test_a_baseline_that_ranked_other_lists_marks_nothing():
     uniform = table.split("### uniform20")[1]
     assert "Significance: no `*`; the baseline Base did not rank these lists." in uniform
     assert not rows_of(uniform)["A"][1].endswith(" *")
+
+
+def test_a_failed_run_is_reported_by_its_error_type_and_last_message_line():
+    from recbole_llm.benchmark.executors import failure_line
+
+    assert (
+        failure_line(ValueError("Traceback ...\n  File x\nKeyError: 'title'\n"))
+        == "ValueError: KeyError: 'title'"
+    )
+    assert failure_line(MemoryError()) == "MemoryError"  # no message: the type alone, not an IndexError
+    assert failure_line(RuntimeError("  \n ")) == "RuntimeError"

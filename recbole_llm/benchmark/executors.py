@@ -79,9 +79,14 @@ def _run_tasks(ray, suite: dict, runs: list[tuple]) -> list[str]:
             ray.get(ref)
             print(f"finished {what} (ray)", file=sys.stderr)
         except Exception as err:  # a task's own error, re-raised by Ray with its traceback
-            cause = getattr(err, "cause", None) or err
-            failures.append(f"{what}: {type(cause).__name__}: {str(cause).strip().splitlines()[-1]}")
+            failures.append(f"{what}: {failure_line(getattr(err, 'cause', None) or err)}")
     return failures
+
+
+def failure_line(error: BaseException) -> str:
+    """`Type: last line of the message`: a traceback ends with what went wrong; some errors say nothing."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
 
 
 def _run_cell(suite_file: str, name: str, seed: int | None, cwd: str, command: str) -> None:

@@ -211,6 +211,36 @@ def test_a_table_never_mixes_runs_that_ranked_different_lists():
 NDCG_VALUES = [0.0, 0.25, 0.5, 0.75, 1.0]  # exact in binary: seed means of equal values stay equal
 
 
+def test_a_run_under_a_training_budget_shows_its_examples_and_seconds_per_example():
+    from recbole_llm.benchmark.table import leaderboard
+
+    def record(model, budget, batch, epoch_s):
+        return {
+            "model": model,
+            "protocol": {"label": "uniform20"},
+            "n_users": 100,
+            "metrics": {"ndcg@10": 0.5},
+            "epochs_run": len(epoch_s),
+            "wall_time": {"train_s": sum(epoch_s), "eval_s": 1.0, "train_epoch_s": epoch_s},
+            "config": {"train_examples_per_epoch": budget, "train_batch_size": batch},
+        }
+
+    assert "s/example" not in leaderboard([record("SASRec", None, 128, [10.0])], columns=["NDCG@10"])
+    # 100 rows in batches of 8 are 13 batches, 104 rows an epoch: 208 in two epochs of 52 and 104 s.
+    table = leaderboard(
+        [record("SASRec", None, 128, [10.0]), record("verbalizer-FT", 100, 8, [52.0, 104.0])],
+        columns=["NDCG@10"],
+    )
+    header = next(line for line in table.splitlines() if line.startswith("| model")).split(" | ")
+    rows = {
+        cells[0]: cells
+        for cells in (line.split(" | ") for line in table.splitlines() if line.startswith("| "))
+    }
+    at = header.index("examples")
+    assert rows["| verbalizer-FT"][at : at + 2] == ["208", "0.75"]
+    assert rows["| SASRec"][at : at + 2] == ["–", "–"]
+
+
 def user_record(model, users, values, seed=2020):
     """A record of one run on 'uniform20' with per-user NDCG@10 values."""
     return {

@@ -3,6 +3,7 @@ suite's baseline is significant (benchmark.stats), and a legend under each table
 
 from __future__ import annotations
 
+import math
 import statistics
 
 from recbole_llm.benchmark.stats import ALPHA, TEST_NAME, half_width, paired, paired_p_value, user_means
@@ -97,6 +98,24 @@ def _significance_legend(
     return text + "."
 
 
+def _examples_per_epoch(record: dict) -> int | None:
+    """Training rows per epoch of a run under a CPU budget (`train_examples_per_epoch`, whole batches;
+    EpochBudget); None for a run that trains on every row of its split."""
+    config = record.get("config") or {}
+    budget, batch = config.get("train_examples_per_epoch"), config.get("train_batch_size")
+    return math.ceil(budget / batch) * batch if budget and batch else None
+
+
+def _budget_cells(runs: list[dict]) -> list[str]:
+    """`examples` trained (all epochs) and training `s/example` of a budgeted run; – otherwise."""
+    per_epoch = [_examples_per_epoch(r) for r in runs]
+    if None in per_epoch:
+        return ["–", "–"]
+    seconds = [s / n for r, n in zip(runs, per_epoch) for s in r["wall_time"].get("train_epoch_s", [])]
+    examples = _cell([n * r["epochs_run"] for r, n in zip(runs, per_epoch)], 0)
+    return [examples, f"{statistics.fmean(seconds):.2f}" if seconds else "–"]
+
+
 def _lists_note(record: dict) -> str:
     """Which candidate lists a record ranked: the content hash of its lists (and of their pool)."""
     protocol = record["protocol"]
@@ -150,6 +169,8 @@ def leaderboard(
         ceilings = {k for report in reports for k in report if k.startswith(_CEILING)}
         cost_keys.update({k.replace("_", " "): k for k in sorted(ceilings)})
         extra = list(cost_keys)
+        budgets = any(_examples_per_epoch(r) for rs in runs.values() for r in rs)
+        extra += ["examples", "s/example"] if budgets else []
         heading = f"### {label} ({users} test users; {_lists_note(group[0])})"
         if labels.count(label) > 1:
             heading += " — DIFFERENT LISTS from the other tables of this protocol: do not compare"
@@ -175,6 +196,7 @@ def leaderboard(
                 text = f"**{text}**" if means[model, c] == best[c] else text
                 cells.append(text + " *" if marks.get((model, c)) else text)
             cells += [_cost_cell([r.get("cost") or {} for r in rs], key) for key in cost_keys.values()]
+            cells += _budget_cells(rs) if budgets else []
             epoch_s = [s for r in rs for s in r["wall_time"].get("train_epoch_s", [])]
             cells += [
                 str(len(rs)),

@@ -174,6 +174,15 @@ def test_llm_cost_columns_appear_only_when_a_run_reports_cost():
     assert rows["| TwoStage"][column] == "0.3125"
     assert rows["| Pop"][column] == "–"
 
+    assert "AUC" not in table
+    table = leaderboard(
+        [record("Pop", None), record("pointwise-FT", {"seconds_per_user": 2.0, "auc": 0.61875})]
+    )
+    header = next(line for line in table.splitlines() if line.startswith("| model")).split(" | ")
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    assert rows["| pointwise-FT"][header.index("AUC")] == "0.6188"
+    assert rows["| Pop"][header.index("AUC")] == "–"
+
 
 def test_redaction_hides_credentials_but_keeps_token_budgets():
     from recbole_llm.benchmark.records import redact

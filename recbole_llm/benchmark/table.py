@@ -24,7 +24,7 @@ _CEILING = "retriever_recall@"
 
 def _cost_cell(reports: list[dict], key: str) -> str:
     values = [r[key] for r in reports if r.get(key) is not None]
-    digits = 3 if key == "parse_failure_rate" else 4 if key.startswith(_CEILING) else 1
+    digits = 3 if key == "parse_failure_rate" else 4 if key.startswith(_CEILING) or key == "auc" else 1
     return _cell(values, digits) if values else "–"
 
 
@@ -168,6 +168,8 @@ def leaderboard(
         reports = [r.get("cost") or {} for rs in runs.values() for r in rs]
         ceilings = {k for report in reports for k in report if k.startswith(_CEILING)}
         cost_keys.update({k.replace("_", " "): k for k in sorted(ceilings)})
+        if any(report.get("auc") is not None for report in reports):  # a point-wise ranker's (TALLRec's) AUC
+            cost_keys["AUC"] = "auc"
         extra = list(cost_keys)
         budgets = any(_examples_per_epoch(r) for rs in runs.values() for r in rs)
         extra += ["examples", "s/example"] if budgets else []

@@ -366,3 +366,43 @@ def test_a_failed_run_is_reported_by_its_error_type_and_last_message_line():
     )
     assert failure_line(MemoryError()) == "MemoryError"  # no message: the type alone, not an IndexError
     assert failure_line(RuntimeError("  \n ")) == "RuntimeError"
+
+
+def test_a_rerun_answered_from_the_llm_cache_keeps_the_cost_its_first_run_measured(tiny, tmp_path):
+    """Rerunning a suite to add what records lack (per-user values) reads the LLM's answers from the
+    cache; the cost columns keep what asking the LLM cost, not the near-zero time of reading answers."""
+    pytest.importorskip("transformers")
+    from tests.llm_fixtures import write_tiny_llama
+
+    llm = {
+        "item_text": "{title}",
+        "llm_backend": "hf",
+        "llm_path": str(write_tiny_llama(tmp_path / "llama")),
+        "ranking_mode": "verbalizer",
+        "no_cache": False,
+        "llm_cache_dir": str(tmp_path / "cache"),
+        "eval_users": None,
+    }
+    path = write_suite(
+        tmp_path, tiny, protocols=[{"type": "uniform", "size": 6}], models=[{"model": "LLMRanker"}]
+    )
+    body = yaml.safe_load(path.read_text())
+    body["config"].update(llm)
+    path.write_text(yaml.safe_dump(body))
+    record_file = tmp_path / "out" / "LLMRanker__uniform6-s2020.json"
+
+    run_suite(path)
+    first = json.loads(record_file.read_text())
+    assert first["cost"]["misses"] > 0 and first["cost"]["seconds_per_user"] > 0
+    run_suite(path, force=True)  # every answer from the cache
+    again = json.loads(record_file.read_text())
+    assert again["metrics"] == first["metrics"] and again["started_at"] >= first["started_at"]
+    assert again["cost"] == first["cost"] and again["wall_time"]["eval_s"] == first["wall_time"]["eval_s"]
+    assert again["cost_measured_by"] == {"started_at": first["started_at"], "command": first["command"]}
+    assert_per_user_file_matches_the_metrics(tmp_path / "out", again)
+
+    for stale in (tmp_path / "cache").iterdir():  # asked again: its own, new measurement
+        stale.unlink()
+    run_suite(path, force=True)
+    fresh = json.loads(record_file.read_text())
+    assert fresh["cost"]["misses"] == first["cost"]["misses"] and "cost_measured_by" not in fresh

@@ -266,7 +266,24 @@ def run_entry(suite: dict, run: Run, command: str | None = None) -> None:
             "versions": versions(),
             "machine": machine(),
         }
+        _keep_measured_cost(path, record)
         write_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def _keep_measured_cost(path: Path, record: dict) -> None:
+    """A rerun answered wholly from the LLM cache measured no LLM time: it keeps the cost and evaluation
+    time that the record it replaces measured for the same run, and says which run measured them."""
+    cost = record["cost"] or {}
+    if not path.is_file() or not cost.get("requests") or cost.get("misses", 1):
+        return
+    old = json.loads(path.read_text())
+    if old.get("run_key") != record["run_key"] or not (old.get("cost") or {}).get("misses"):
+        return
+    record["cost"], record["wall_time"]["eval_s"] = old["cost"], old["wall_time"]["eval_s"]
+    record["cost_measured_by"] = old.get("cost_measured_by") or {
+        "started_at": old["started_at"],
+        "command": old["command"],
+    }
 
 
 def describe(run: Run) -> str:

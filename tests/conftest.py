@@ -42,3 +42,12 @@ def tiny(tmp_path, monkeypatch):
         "inner_size": 16,
         "MAX_ITEM_LIST_LENGTH": 5,
     }
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> str:
+    """A tiny random Llama on disk, one per test module (tests.llm_fixtures)."""
+    pytest.importorskip("transformers")
+    from tests.llm_fixtures import write_tiny_llama
+
+    return str(write_tiny_llama(tmp_path_factory.mktemp("llama")))

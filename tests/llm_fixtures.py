@@ -1,11 +1,14 @@
-"""A tiny random Llama with a byte-level tokenizer and a chat template, written to disk (no download)."""
+"""Test LLMs: a tiny random Llama with a byte-level tokenizer and a chat template, written to disk (no
+download), and a scripted backend whose only preference is the first candidate shown."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from recbole_llm.llm.backend import Backend, Completion, LabelLogits
 from tests.conftest import write_tiny_dataset
 
 CHAT_TEMPLATE = (
@@ -14,8 +17,24 @@ CHAT_TEMPLATE = (
 )
 
 
+@dataclass
+class FirstShownWins(Backend):
+    """An LLM with pure position bias: it always prefers the candidate shown first (label A)."""
+
+    kind = "scripted"
+    model_id: str = "first-shown"
+    calls: list = field(default_factory=list)
+
+    def generate(self, prompts, max_new_tokens, on_result=None):
+        self.calls += prompts
+        return [Completion("A", 10, 1) for _ in prompts]
+
+    def label_logits(self, prompts, labels):
+        self.calls += prompts
+        return [LabelLogits(tuple([5.0] + [0.0] * (len(labels) - 1)), 10) for _ in prompts]
+
+
 def write_tiny_llama(folder: Path, seed: int = 0) -> Path:
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -45,6 +64,27 @@ def write_tiny_llama(folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def finetune_settings(tiny: dict, llama: str, tmp_path: Path, n: int, **overrides) -> dict:
+    """A fine-tuned ranker's test config: test and validation lists of `n` candidates for every user,
+    training lists as long, the tiny llama, no LoRA dropout (repeatable steps) and no training unless
+    a test asks for `epochs`."""
+    return {
+        **tiny,
+        "candidates": {"type": "uniform", "size": n},
+        "valid_candidates": {"type": "uniform", "size": n},
+        "eval_users": None,
+        "item_text": "{title}",
+        "llm_path": llama,
+        "llm_cache_dir": str(tmp_path / "cache"),
+        "max_his_len": 3,
+        "train_num_negatives": n - 1,
+        "lora_dropout": 0.0,
+        "train_batch_size": 8,
+        "epochs": 0,
+        **overrides,
+    }
 
 
 def write_rated_dataset(root, name="rated"):

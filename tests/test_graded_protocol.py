@@ -3,7 +3,6 @@ ranked by every model on the same lists and scored by NDCG with rating gains, ti
 
 import itertools
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -11,8 +10,8 @@ import torch
 
 from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.evaluation.graded import graded_ndcg
-from recbole_llm.llm.backend import Backend, Completion, LabelLogits
 from recbole_llm.quick_start import evaluate, run, train
+from tests.llm_fixtures import FirstShownWins
 
 GRADED = {"type": "graded", "history": 3, "size": 5, "cutoffs": [3, 5]}
 LABEL = "graded5-h3-s2020"
@@ -137,23 +136,6 @@ def test_sasrec_and_pop_run_end_to_end_on_the_same_lists(rated):
         uid = int(ds.token2id(ds.uid_field, token))
         scores, gains = counts[protocol.candidates[uid]].numpy(), protocol.gains[uid].numpy()
         assert got == pytest.approx(brute_force_ndcg(scores, gains, 3))
-
-
-@dataclass
-class FirstShownWins(Backend):
-    """A scripted zero-shot LLM that always prefers the candidate shown first."""
-
-    kind = "scripted"
-    model_id: str = "first-shown"
-    calls: list = field(default_factory=list)
-
-    def generate(self, prompts, max_new_tokens, on_result=None):
-        self.calls += prompts
-        return [Completion("A", 10, 1) for _ in prompts]
-
-    def label_logits(self, prompts, labels):
-        self.calls += prompts
-        return [LabelLogits(tuple([5.0] + [0.0] * (len(labels) - 1)), 10) for _ in prompts]
 
 
 def test_a_zero_shot_llm_ranker_scores_the_same_lists(rated):

@@ -2,35 +2,18 @@
 Llama through the hf backend for every mode and prompt strategy."""
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from recbole_llm.errors import RecBoleLLMError
-from recbole_llm.llm.backend import Backend, Completion, LabelLogits
 from recbole_llm.models.llm.ranker import borda_points
 from recbole_llm.quick_start import run
+from tests.llm_fixtures import FirstShownWins
 
 N = 6  # candidates per user (ground truth + 5 uniform negatives)
 LABEL = f"uniform{N}-s2020"
-
-
-@dataclass
-class FirstShownWins(Backend):
-    """An LLM with pure position bias: it always prefers the candidate shown first (label A)."""
-
-    kind = "scripted"
-    model_id: str = "first-shown"
-    calls: list = field(default_factory=list)
-
-    def generate(self, prompts, max_new_tokens, on_result=None):
-        self.calls += prompts
-        return [Completion("A", 10, 1) for _ in prompts]
-
-    def label_logits(self, prompts, labels):
-        self.calls += prompts
-        return [LabelLogits(tuple([5.0] + [0.0] * (len(labels) - 1)), 10) for _ in prompts]
 
 
 def rank(tiny, backend, **config):
@@ -89,14 +72,6 @@ def test_bad_settings_fail_with_one_clear_message(tiny):
         rank(tiny, FirstShownWins(), item_text="{movie_title}")
     with pytest.raises(RecBoleLLMError, match="candidate protocol"):
         rank(tiny, FirstShownWins(), candidates={"type": "full"})
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    pytest.importorskip("transformers")
-    from tests.llm_fixtures import write_tiny_llama
-
-    return str(write_tiny_llama(tmp_path_factory.mktemp("llama")))
 
 
 @pytest.mark.parametrize("strategy", ["sequential", "recency_focused", "icl"])

@@ -133,7 +133,7 @@ def test_shown_order_matters_only_when_not_shuffled(tiny):
 
 def test_an_llm_ranker_reranks_and_its_cost_joins_the_report(tiny):
     """An LLM that always prefers the first item shown, shown the retrieved order: nothing moves."""
-    from tests.test_llm_ranker import FirstShownWins
+    from tests.llm_fixtures import FirstShownWins
 
     alone = evaluate(train("ItemIdScorer", "tiny", config_dict=tiny)).test["full"]
     llm = {

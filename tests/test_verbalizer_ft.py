@@ -19,33 +19,21 @@ pytest.importorskip("peft")
 from recbole_llm.llm.backends.hf import HFBackend, load_model  # noqa: E402
 from recbole_llm.llm.scorer import LabelScorer  # noqa: E402
 from recbole_llm.models.llm.finetuned import AdapterTrainer, adapter_folder  # noqa: E402
-from tests.llm_fixtures import base_params, lora_params, perturb_adapter, train_batch, write_tiny_llama  # noqa: E402
+from tests.llm_fixtures import (  # noqa: E402
+    base_params,
+    finetune_settings,
+    lora_params,
+    perturb_adapter,
+    train_batch,
+)
 
 N = 6  # candidates per list: the target + 5 negatives
 LABEL = f"uniform{N}-s2020"
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> str:
-    return str(write_tiny_llama(tmp_path_factory.mktemp("llama")))
-
-
 @pytest.fixture
 def settings(tiny, tiny_llama, tmp_path):
-    return {
-        **tiny,
-        "candidates": {"type": "uniform", "size": N},
-        "valid_candidates": {"type": "uniform", "size": N},
-        "eval_users": None,
-        "item_text": "{title}",
-        "llm_path": tiny_llama,
-        "llm_cache_dir": str(tmp_path / "cache"),
-        "max_his_len": 3,
-        "train_num_negatives": N - 1,
-        "lora_dropout": 0.0,
-        "train_batch_size": 8,
-        "epochs": 0,
-    }
+    return finetune_settings(tiny, tiny_llama, tmp_path, N)
 
 
 def test_scorer_logits_equal_the_backend_label_logits(tiny_llama):

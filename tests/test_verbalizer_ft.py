@@ -18,6 +18,7 @@ pytest.importorskip("peft")
 
 from recbole_llm.llm.backends.hf import HFBackend, load_model  # noqa: E402
 from recbole_llm.llm.scorer import LabelScorer  # noqa: E402
+from recbole_llm.models.llm import finetuned  # noqa: E402
 from recbole_llm.models.llm.finetuned import AdapterTrainer, adapter_folder  # noqa: E402
 from tests.llm_fixtures import (  # noqa: E402
     base_params,
@@ -132,11 +133,14 @@ def test_a_few_steps_learn_a_toy_task_far_above_chance(settings):
     assert before <= 0.25 and after >= 0.9, (before, after)  # chance: 1/6
 
 
-def test_gradient_accumulation_steps_as_one_batch_of_all_the_rows(settings):
+def test_gradient_accumulation_steps_as_one_batch_of_all_the_rows(settings, monkeypatch):
     """Two batches of 2 rows under gradient_accumulation_steps=2 move the adapter as one batch of 4
-    rows does (plain SGD, so the step is the gradient itself); stepping after each batch does not."""
+    rows does (plain SGD, so the step is the gradient itself); stepping after each batch does not.
+    Free heap memory goes back to the OS after each optimiser step."""
+    releases = []
+    monkeypatch.setattr(finetuned, "release_free_heap", lambda: releases.append(1))
     sgd = {**settings, "learner": "sgd", "learning_rate": 0.5}
-    adapters, totals = [], []
+    adapters, totals, steps_released = [], [], []
     for steps, sizes in [(2, [2, 2]), (1, [4]), (1, [2, 2])]:
         trained = train(
             "LLMVerbalizerRanker",
@@ -147,12 +151,15 @@ def test_gradient_accumulation_steps_as_one_batch_of_all_the_rows(settings):
         perturb_adapter(trained.model)
         rows = train_batch(trained, 4)
         batches = [rows[:2], rows[2:]] if sizes == [2, 2] else [rows]
+        releases.clear()
         totals.append(AdapterTrainer._train_epoch(trained.trainer, batches, 0))  # RecBole's loop, no budget
+        steps_released.append(len(releases))
         adapters.append(lora_params(trained.model))
     accumulated, whole, stepwise = adapters
     assert all(torch.allclose(accumulated[k], whole[k], atol=1e-6, rtol=0) for k in whole)
     assert any(not torch.allclose(stepwise[k], whole[k], atol=1e-4, rtol=0) for k in whole)
     assert totals[0] == pytest.approx(2 * totals[1], rel=1e-5)  # the sum of the two batches' mean losses
+    assert steps_released == [1, 1, 2]
 
 
 def test_autocast_scores_near_float32_trains_float32_adapters_and_is_in_the_cache_key(settings):

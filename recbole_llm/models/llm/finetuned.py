@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from recbole_llm.data.split import loaded_inter_columns
 from recbole_llm.errors import RecBoleLLMError, did_you_mean
+from recbole_llm.heap import release_free_heap
 from recbole_llm.llm.backend import Backend
 from recbole_llm.llm.factory import cached
 from recbole_llm.llm.lora import ADAPTER_CONFIG, LoRABackend
@@ -108,6 +109,7 @@ class AdapterTrainer(Trainer):
                 if self.clip_grad_norm:
                     clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
                 self.optimizer.step()
+                release_free_heap()  # bounds the process by its largest step (heap.py)
                 if every and (index + 1) % every == 0 and index + 1 < batches:
                     self.save_partial_epoch(epoch_idx, index + 1, total)
         return total
@@ -116,6 +118,7 @@ class AdapterTrainer(Trainer):
         """Validation, whose LLM cost is logged here and kept out of the test's cost report."""
         result = super()._valid_epoch(valid_data, show_progress=show_progress)
         self.logger.info(f"validation cost: {self.model.evaluation_report()}")
+        release_free_heap()
         return result
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):

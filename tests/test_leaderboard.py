@@ -168,20 +168,17 @@ def test_llm_cost_columns_appear_only_when_a_run_reports_cost():
 
     two_stage = {"seconds_per_user": 0.5, "retriever_recall@20": 0.3125}
     table = leaderboard([record("Pop", None), record("TwoStage", two_stage)])
-    header = next(line for line in table.splitlines() if line.startswith("| model"))
-    rows = {line.split(" | ")[0]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
-    column = header.split(" | ").index("retriever recall@20")
-    assert rows["| TwoStage"][column] == "0.3125"
-    assert rows["| Pop"][column] == "–"
+    rows, column = rows_of(table), header_of(table).index("retriever recall@20")
+    assert rows["TwoStage"][column] == "0.3125"
+    assert rows["Pop"][column] == "–"
 
     assert "AUC" not in table
     table = leaderboard(
         [record("Pop", None), record("pointwise-FT", {"seconds_per_user": 2.0, "auc": 0.61875})]
     )
-    header = next(line for line in table.splitlines() if line.startswith("| model")).split(" | ")
-    rows = {line.split(" | ")[0]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
-    assert rows["| pointwise-FT"][header.index("AUC")] == "0.6188"
-    assert rows["| Pop"][header.index("AUC")] == "–"
+    rows, at = rows_of(table), header_of(table).index("AUC")
+    assert rows["pointwise-FT"][at] == "0.6188"
+    assert rows["Pop"][at] == "–"
 
 
 def test_redaction_hides_credentials_but_keeps_token_budgets():
@@ -240,14 +237,9 @@ def test_a_run_under_a_training_budget_shows_its_examples_and_seconds_per_exampl
         [record("SASRec", None, 128, [10.0]), record("verbalizer-FT", 100, 8, [52.0, 104.0])],
         columns=["NDCG@10"],
     )
-    header = next(line for line in table.splitlines() if line.startswith("| model")).split(" | ")
-    rows = {
-        cells[0]: cells
-        for cells in (line.split(" | ") for line in table.splitlines() if line.startswith("| "))
-    }
-    at = header.index("examples")
-    assert rows["| verbalizer-FT"][at : at + 2] == ["208", "0.75"]
-    assert rows["| SASRec"][at : at + 2] == ["–", "–"]
+    rows, at = rows_of(table), header_of(table).index("examples")
+    assert rows["verbalizer-FT"][at : at + 2] == ["208", "0.75"]
+    assert rows["SASRec"][at : at + 2] == ["–", "–"]
 
 
 def user_record(model, users, values, seed=2020):
@@ -267,6 +259,11 @@ def user_record(model, users, values, seed=2020):
 def rows_of(table):
     lines = [line.split(" | ") for line in table.splitlines() if line.startswith("| ")]
     return {cells[0][2:]: cells for cells in lines}
+
+
+def header_of(table):
+    """The column titles of a table's header, indexed as `rows_of` cells are."""
+    return next(line for line in table.splitlines() if line.startswith("| model")).split(" | ")
 
 
 def test_a_clearly_better_model_is_marked_and_an_identical_one_is_not():
@@ -324,23 +321,25 @@ def test_with_seeds_each_users_mean_over_seeds_is_paired():
 
 
 def test_records_without_per_user_values_render_without_intervals_or_marks():
-    """The committed ml-100k-losses records predate per-user values: same rows as their table."""
+    """Records written before per-user values were kept: plain means, no interval, no mark."""
     from recbole_llm.benchmark.table import leaderboard
 
-    folder = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "ml-100k-losses"
-    records = [load_record(p) for p in sorted(folder.glob("*.json"))]
-    assert records and not any("per_user" in r for r in records)
-    table = leaderboard(records, baseline="SASRec-CE")
-    committed = (folder / "leaderboard.md").read_text().splitlines()
-    rows = [line for line in table.splitlines() if line.startswith("| SASRec")]
-    assert len(rows) == 12 and all(row in committed for row in rows)
-    assert table.count("Intervals: none; every row is a single run") == 2
-    assert table.count("Significance: no `*`; the baseline SASRec-CE has no per-user values") == 2
+    def old_record(model, values):
+        return {
+            k: v for k, v in user_record(model, ["u1", "u2", "u3", "u4"], values).items() if k != "per_user"
+        }
+
+    records = [old_record("Base", [0.0, 0.0, 0.25, 0.25]), old_record("A", [1.0, 1.0, 0.75, 1.0])]
+    table = leaderboard(records, ("NDCG@10",), baseline="Base")
+    rows = rows_of(table)
+    assert (rows["Base"][1], rows["A"][1]) == ("0.1250", "**0.9375**")
+    assert table.count("Intervals: none; every row is a single run") == 1
+    assert table.count("Significance: no `*`; the baseline Base has no per-user values") == 1
 
     # Mixed with a new record, the old rows stay unmarked and are named as untested.
-    new = dict(records[0], model="New", per_user={"users": ["u1", "u2"], "values": {"ndcg@10": [0.0, 1.0]}})
+    new = user_record("New", ["u1", "u2"], [0.0, 1.0])
     table = leaderboard([new, *records], ("NDCG@10",), baseline="New")
-    assert "not tested (no per-user values on the same users): SASRec-BCE, SASRec-BPR" in table
+    assert "not tested (no per-user values on the same users): Base, A" in table
     assert "none for a single run without per-user values" in table
     assert not any(line.endswith(" * |") for line in table.splitlines())
 

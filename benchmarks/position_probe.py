@@ -12,14 +12,14 @@ suite first. Writes <suite output>/position_probe.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 
 from recbole_llm.benchmark.records import provenance, versions_text, write_result
-from recbole_llm.benchmark.suite import load_suite, plan, record_path
-from recbole_llm.models.llm.finetuned import FineTunedLLMRanker, adapter_folder
+from recbole_llm.benchmark.suite import load_suite, plan, trained_adapter
+from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.models.llm.finetuned import FineTunedLLMRanker
 from recbole_llm.quick_start import run
 from recbole_llm.registry import get_model
 
@@ -30,14 +30,11 @@ def probe_config(suite: dict, entry_run, users: int) -> dict:
     """The row's suite config, untrained, on `users` users; a fine-tuned row with its saved adapter."""
     config = {**entry_run.config, "epochs": 0, "eval_users": users}
     if issubclass(get_model(entry_run.entry["model"]), FineTunedLLMRanker):
-        path = record_path(suite, entry_run.entry["name"], entry_run.protocols[0], entry_run.seed)
-        if not path.is_file():
-            sys.exit(f"position_probe: no record {path}: run the suite first (recbole-llm leaderboard ...).")
-        checkpoint = json.loads(path.read_text()).get("checkpoint")
-        folder = checkpoint and adapter_folder(checkpoint, entry_run.entry["model"])
-        if not folder or not folder.is_dir():
-            sys.exit(f"position_probe: {path.name} names no saved adapter ({folder}); rerun that row.")
-        config["adapter_path"] = str(folder)
+        trained = entry_run.adapter_from or entry_run  # a row testing another row's adapter: that one
+        try:
+            config["adapter_path"] = str(trained_adapter(suite, trained))
+        except RecBoleLLMError as error:
+            sys.exit(f"position_probe: {error}")
     return config
 
 

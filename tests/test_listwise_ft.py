@@ -3,12 +3,17 @@ scorer against full forwards, the SFT loss against a slow per-row reference, the
 the full-vocabulary logits, ALRO's total against its recomputed terms, frozen base weights, a learnable
 toy task, generation and parsing through the adapter, and the settings refused before any loading."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
 
+from recbole_llm.benchmark import suite as suite_module
+from recbole_llm.benchmark.suite import load_suite, plan, run_suite
 from recbole_llm.config import PROPERTIES
 from recbole_llm.errors import RecBoleLLMError
 from recbole_llm.llm import listwise_losses
@@ -21,6 +26,7 @@ pytest.importorskip("peft")
 
 from recbole_llm.llm.backends.hf import load_model  # noqa: E402
 from recbole_llm.llm.scorer import LabelScorer  # noqa: E402
+from recbole_llm.models.llm.finetuned import adapter_folder  # noqa: E402
 from tests.llm_fixtures import (  # noqa: E402
     base_params,
     finetune_settings,
@@ -57,7 +63,7 @@ def reference(model, batch):
     rows = []
     for s, n, items, target in zip(sequences, lengths, lists, targets):
         slots = [int(np.flatnonzero(items == target)[0])] + [k for k in range(N) if items[k] != target]
-        text = " " + " > ".join(labels[k] for k in slots)
+        text = " > ".join(labels[k] for k in slots)  # the byte tokenizer has no " A": labels start bare
         answer = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         prompt = model.backend.encode(model.mode.prompt(model.training_request(s, n, items)))
         logits = llm(torch.tensor([prompt + answer])).logits[0, len(prompt) - 1 : -1]
@@ -112,6 +118,22 @@ def test_the_label_logits_are_the_full_vocabulary_logits_at_the_label_positions(
         assert torch.allclose(got, logits[positions][:, label_ids], atol=1e-5, rtol=0)
 
 
+def test_first_label_inference_scores_the_label_logits_that_the_answers_first_token_trains(settings):
+    trained, batch = tuned(settings, loss_type="sft", listwise_inference="first_label")
+    model = trained.model.eval()  # no LoRA dropout, as at evaluation
+    sequences, lengths = batch[model.ITEM_SEQ].numpy(), batch[model.ITEM_SEQ_LEN].numpy()
+    targets = batch[model.POS_ITEM_ID].numpy()
+    lists = model.training_lists(sequences, lengths, targets)
+    ranked = np.stack([[t] + [i for i in items if i != t] for items, t in zip(lists, targets)])
+    with torch.no_grad():
+        _, label_logits = model.teacher_forced(sequences, lengths, lists, ranked)
+    requests = [model.training_request(s, n, items) for s, n, items in zip(sequences, lengths, lists)]
+    scores = model.mode.score(requests)  # through the backend: shared-prefix KV cache, no generation
+    assert model.mode.report()["requests"] == 4 and "parse_failure_rate" not in model.mode.report()
+    for got, want in zip(scores, label_logits[:, 0]):  # answer position 0: the first label written
+        assert np.allclose(got, want.numpy(), atol=1e-4, rtol=0), (got, want)
+
+
 def test_the_alro_loss_is_sft_plus_weighted_lambda_and_permutation_terms(settings):
     trained, batch = tuned(settings, alro_alpha=0.3, alro_beta=0.2, alro_gamma=3.0)
     model = trained.model
@@ -137,7 +159,7 @@ def test_the_alro_loss_is_sft_plus_weighted_lambda_and_permutation_terms(setting
     for s, n, (items, _, slots, _, _, _), perm in zip(sequences, lengths, rows, perms.numpy()):
         shown = items[perm]
         order = [int(np.flatnonzero(shown == items[k])[0]) for k in slots]
-        text = " " + " > ".join(labels[k] for k in order)
+        text = " > ".join(labels[k] for k in order)
         answer = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         prompt = model.backend.encode(model.mode.prompt(model.training_request(s, n, shown)))
         logits = llm(torch.tensor([prompt + answer])).logits[0, len(prompt) - 1 : -1]
@@ -228,6 +250,7 @@ def test_the_yaml_defaults_are_alros():
         ({"llm_backend": "openai"}, "set llm_backend: hf"),
         ({"train_target": "grade"}, "Unknown train_target 'grade'.*graded"),
         ({"train_target": "graded"}, "train_target: graded reads the rating field 'rating'"),
+        ({"listwise_inference": "first"}, "Unknown listwise_inference 'first'.*first_label"),
     ],
 )
 def test_settings_it_cannot_use_fail_before_any_loading(settings, monkeypatch, change, message):
@@ -289,3 +312,89 @@ def test_graded_training_lists_are_the_users_next_rated_training_items(settings,
     model.train()
     loss = model.calculate_loss(batch[:4])
     assert loss.requires_grad and torch.isfinite(loss)
+
+
+def ft_suite(tmp_path, settings, models) -> Path:
+    config = {k: v for k, v in settings.items() if k != "candidates_dir"}
+    body = {
+        "name": "ft",
+        "dataset": "tiny",
+        "config": {**config, "learning_rate": 1e-2, "loss_type": "sft"},
+        "protocols": [{"type": "uniform", "size": N}],
+        "models": models,
+        "output": "out",
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_a_suite_row_tests_the_adapter_an_earlier_row_trained(settings, tmp_path):
+    first_label = {"listwise_inference": "first_label"}
+    path = ft_suite(
+        tmp_path,
+        settings,
+        [
+            {"model": "LLMListwiseRanker", "name": "SFT", "config": {"epochs": 1}},
+            {"model": "LLMListwiseRanker", "name": "SFT-FIRST", "adapter_from": "SFT", "config": first_label},
+        ],
+    )
+    run_suite(path)
+    source = json.loads((tmp_path / "out" / f"SFT__{LABEL}.json").read_text())
+    tested = json.loads((tmp_path / "out" / f"SFT-FIRST__{LABEL}.json").read_text())
+    folder = adapter_folder(source["checkpoint"], "LLMListwiseRanker")
+    assert source["epochs_run"] == 1 and tested["epochs_run"] == 0
+    assert tested["adapter_from"] == {"model": "SFT", "adapter_path": str(folder)}
+    direct = run(
+        "LLMListwiseRanker", "tiny", config_dict={**settings, **first_label, "adapter_path": str(folder)}
+    )
+    assert tested["metrics"] == pytest.approx({k: float(v) for k, v in direct.test[LABEL].items()}, abs=1e-6)
+    assert "parse_failure_rate" not in tested["cost"] and "parse_failure_rate" in source["cost"]
+
+    suite = load_suite(path)
+    runs = plan(suite)
+    assert [suite_module._missing(suite, r) for r in runs] == [None, None]
+    source["run_key"] = "retrained"  # as if SFT were trained again: the row testing its adapter is stale
+    (tmp_path / "out" / f"SFT__{LABEL}.json").write_text(json.dumps(source))
+    assert suite_module._missing(suite, runs[1]) == f"settings changed since SFT-FIRST__{LABEL}.json"
+
+
+@pytest.mark.parametrize(
+    "models, message",
+    [
+        ([{"model": "LLMListwiseRanker", "name": "FIRST", "adapter_from": "SFT"}], "not an earlier entry"),
+        (
+            [
+                {"model": "LLMListwiseRanker", "name": "SFT"},
+                {"model": "LLMListwiseRanker", "adapter_from": "SFt"},
+            ],
+            "Did you mean: SFT",
+        ),
+        (
+            [
+                {"model": "LLMRanker", "name": "zero-shot"},
+                {"model": "LLMRanker", "adapter_from": "zero-shot"},
+            ],
+            "two entries of one fine-tuned ranker class",
+        ),
+    ],
+)
+def test_adapter_from_must_name_an_earlier_fine_tuned_entry(settings, tmp_path, models, message):
+    with pytest.raises(RecBoleLLMError, match=message):
+        run_suite(ft_suite(tmp_path, settings, models))
+
+
+def test_on_ray_a_row_testing_an_adapter_runs_after_the_row_that_trains_it(settings, tmp_path, monkeypatch):
+    waves = []
+    monkeypatch.setattr(
+        suite_module,
+        "run_ray",
+        lambda suite, runs, address: waves.append([r.entry["name"] for r, _ in runs]) or [],
+    )
+    models = [
+        {"model": "LLMListwiseRanker", "name": "SFT"},
+        {"model": "LLMListwiseRanker", "name": "SFT-FIRST", "adapter_from": "SFT"},
+        {"model": "LLMListwiseRanker", "name": "ALRO", "config": {"loss_type": "alro"}},
+    ]
+    run_suite(ft_suite(tmp_path, settings, models), executor="ray")
+    assert waves == [["SFT", "ALRO"], ["SFT-FIRST"]]

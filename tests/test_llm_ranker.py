@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.llm.backend import Backend
 from recbole_llm.models.llm.ranker import borda_points
 from recbole_llm.quick_start import run
 from tests.llm_fixtures import FirstShownWins
@@ -36,6 +37,35 @@ def test_position_probe_exposes_a_position_biased_llm(tiny, mode):
     assert first["ndcg@1"] == 1.0 and first["mrr@10"] == 1.0
     # Last shown: tied with four other unpicked candidates, and ties never favour the model.
     assert last["ndcg@1"] == 0.0 and last["recall@5"] == 0.0
+
+
+@dataclass
+class WritesNothing(FirstShownWins):
+    """Label logits only: a list-wise mode that generated would fail the test."""
+
+    def generate(self, prompts, max_new_tokens, on_result=None):
+        pytest.fail("first_label inference generated an answer")
+
+
+@dataclass
+class ReadsNoLogits(FirstShownWins):
+    """Text only, as the openai and langchain backends."""
+
+    label_logits = Backend.label_logits
+
+
+def test_first_label_listwise_ranks_by_the_label_logits_without_generating(tiny):
+    backend = WritesNothing()
+    shown_first = rank(
+        tiny, backend, ranking_mode="listwise", listwise_inference="first_label", position_probe=0
+    )
+    assert len(backend.calls) == 12 and shown_first.test[LABEL]["ndcg@1"] == 1.0
+    assert "parse_failure_rate" not in shown_first.reports[LABEL]
+    shown_second = rank(
+        tiny, WritesNothing(), ranking_mode="listwise", listwise_inference="first_label", position_probe=1
+    )
+    # B's logit ties with the other unpicked candidates, and ties never favour the model.
+    assert shown_second.test[LABEL]["ndcg@1"] == 0.0 and shown_second.test[LABEL]["recall@5"] == 0.0
 
 
 def test_bootstrap_asks_each_user_b_orders_and_reports_cost(tiny):
@@ -68,6 +98,10 @@ def test_borda_points_count_beaten_candidates_and_share_ties():
 def test_bad_settings_fail_with_one_clear_message(tiny):
     with pytest.raises(RecBoleLLMError, match="Did you mean: listwise"):
         rank(tiny, FirstShownWins(), ranking_mode="listwse")
+    with pytest.raises(RecBoleLLMError, match="Did you mean: first_label"):
+        rank(tiny, FirstShownWins(), ranking_mode="listwise", listwise_inference="first_lable")
+    with pytest.raises(RecBoleLLMError, match="first_label reads label logits, which the scripted backend"):
+        rank(tiny, ReadsNoLogits(), ranking_mode="listwise", listwise_inference="first_label")
     with pytest.raises(RecBoleLLMError, match="does not have"):
         rank(tiny, FirstShownWins(), item_text="{movie_title}")
     with pytest.raises(RecBoleLLMError, match="candidate protocol"):

@@ -45,7 +45,7 @@ class Scripted(Backend):
 def mode(name="listwise", strategy="sequential"):
     config = {"ranking_mode": name, "prompt_strategy": strategy, "prompt_template": {}, "domain": "movies"}
     config |= {"label_style": "letters", "max_new_tokens": 10, "quote_item_text": True}
-    config |= {"pairwise_window": None}
+    config |= {"pairwise_window": None, "listwise_inference": "generate"}
     return make_mode(Scripted(), config)
 
 

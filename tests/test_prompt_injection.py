@@ -48,6 +48,7 @@ def ranking_mode(mode: str, strategy: str, quote: bool = True) -> RankingMode:
         "prompt_template": {},
         "quote_item_text": quote,
         "pairwise_window": None,
+        "listwise_inference": "generate",
     }
     return MODES[mode](None, config)
 

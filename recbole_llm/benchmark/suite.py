@@ -20,6 +20,9 @@ Suite format::
       - {model: Pop}
       - {model: SASRec, name: SASRec-CE, config: {epochs: 20}}
       - {model: LLMRanker, name: pairwise, protocols: [{type: uniform, size: 20, eval_users: 50}]}
+      - {model: LLMListwiseRanker, name: listwise-SFT, config: {loss_type: sft}}
+      - {model: LLMListwiseRanker, name: SFT first-label, adapter_from: listwise-SFT,
+         config: {loss_type: sft, listwise_inference: first_label}}
     output: results/ml-100k            # relative to the suite file; candidate sets in output/candidates
 """
 
@@ -71,8 +74,10 @@ _SUITE_KEYS = {
     "resources",
 }
 # A model entry: `protocols` replaces the suite's for that model (e.g. fewer users for a costly one);
-# `resources` (num_cpus, num_gpus) what one of its runs asks of the Ray executor.
-_ENTRY_KEYS = {"model", "name", "config", "protocols", "resources"}
+# `resources` (num_cpus, num_gpus) what one of its runs asks of the Ray executor; `adapter_from` names
+# an earlier fine-tuned entry whose saved adapter this one tests untrained (another inference setting,
+# without paying for the training again).
+_ENTRY_KEYS = {"model", "name", "config", "protocols", "resources", "adapter_from"}
 
 
 def load_suite(path: str | Path) -> dict:
@@ -111,6 +116,7 @@ def load_suite(path: str | Path) -> dict:
     if seeds is not None and (not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds)):
         raise RecBoleLLMError(f"{path}: `seeds` must be a list of integers.")
     _check_baseline(path, suite)
+    _check_adapter_from(path, suite)
     suite["output"] = path.parent / suite.get("output", f"results/{suite['name']}")
     suite["file"] = path
     return suite
@@ -125,6 +131,33 @@ def _check_baseline(path: Path, suite: dict) -> None:
         raise RecBoleLLMError(f"{path}: baseline {baseline!r} is not a model name of the suite.{hint}")
 
 
+def _check_adapter_from(path: Path, suite: dict) -> None:
+    """`adapter_from` must name an earlier entry of the same fine-tuned model class: the suite runs its
+    entries in order, and only a fine-tuned ranker saves an adapter the other can load."""
+    for k, entry in enumerate(suite["models"]):
+        source = entry.get("adapter_from")
+        if source is None:
+            continue
+        earlier = {e["name"]: e for e in suite["models"][:k]}
+        if source not in earlier:
+            hint = did_you_mean(str(source), earlier) or f" Earlier entries: {list(earlier)}."
+            raise RecBoleLLMError(
+                f"{path}: {entry['name']!r} takes its adapter from {source!r}, which is not an earlier "
+                f"entry of the suite.{hint}"
+            )
+        if earlier[source]["model"] != entry["model"] or not _fine_tuned(entry["model"]):
+            raise RecBoleLLMError(
+                f"{path}: adapter_from needs two entries of one fine-tuned ranker class; {entry['name']!r} "
+                f"is {entry['model']} and {source!r} is {earlier[source]['model']}."
+            )
+
+
+def _fine_tuned(model: str) -> bool:
+    from recbole_llm.models.llm.finetuned import FineTunedLLMRanker
+
+    return issubclass(get_model(model), FineTunedLLMRanker)
+
+
 def _runs(suite: dict) -> list[tuple[dict, int | None]]:
     """(model entry, seed) pairs; seed None means the suite's own config decides."""
     return [(entry, seed) for entry in suite["models"] for seed in suite.get("seeds") or [None]]
@@ -133,6 +166,8 @@ def _runs(suite: dict) -> list[tuple[dict, int | None]]:
 def _run_config(suite: dict, entry: dict, seed: int | None) -> dict:
     """The config dict of one run, as given to `train` (strict: a misspelled key fails the suite)."""
     config = {"strict": True, **suite["config"], **entry["config"]}
+    if entry.get("adapter_from"):
+        config["epochs"] = 0  # tested with the adapter its source entry trained (Run.adapter_from)
     if seed is not None:
         config["seed"] = seed
     if config.get("data_path") and not Path(config["data_path"]).is_absolute():
@@ -148,13 +183,15 @@ class Run:
     """One (model entry, seed) of a suite with its validated config and the protocols it is tested on.
 
     Protocols take the entry's `eval_users` but the suite's own seed, so that every seed of a model
-    (and every model) ranks the same candidate lists.
+    (and every model) ranks the same candidate lists. `adapter_from`: the run (same seed) whose saved
+    adapter this one tests, for an entry with `adapter_from`.
     """
 
     entry: dict
     seed: int | None
     config: dict
     protocols: list[Protocol]
+    adapter_from: Run | None = None
 
 
 def plan(suite: dict) -> list[Run]:
@@ -166,8 +203,26 @@ def plan(suite: dict) -> list[Run]:
         resolved = Config(entry["model"], suite["dataset"], None, config)
         own = entry.get("protocols") or suite["protocols"]
         blocks = [parse_protocol(b, resolved["eval_users"], base_seed) for b in own]
-        runs.append(Run(entry, seed, config, resolve_protocols(resolved, blocks)))
+        source = entry.get("adapter_from")
+        linked = next((r for r in runs if r.entry["name"] == source and r.seed == seed), None)
+        runs.append(Run(entry, seed, config, resolve_protocols(resolved, blocks), linked))
     return runs
+
+
+def trained_adapter(suite: dict, run: Run) -> Path:
+    """The adapter folder that fine-tuned `run` saved beside the checkpoint its record names."""
+    from recbole_llm.models.llm.finetuned import adapter_folder
+
+    path = record_path(suite, run.entry["name"], run.protocols[0], run.seed)
+    if not path.is_file():
+        raise RecBoleLLMError(f"No record {path}: run {describe(run)} first (recbole-llm leaderboard ...).")
+    checkpoint = json.loads(path.read_text()).get("checkpoint")
+    folder = checkpoint and adapter_folder(checkpoint, run.entry["model"])
+    if not folder or not folder.is_dir():
+        raise RecBoleLLMError(
+            f"{path.name} names no saved adapter ({folder}): rerun {describe(run)} with --force."
+        )
+    return folder
 
 
 def record_path(suite: dict, name: str, protocol: Protocol, seed: int | None) -> Path:
@@ -187,6 +242,10 @@ def _run_key(suite: dict, run: Run, protocol: Protocol) -> str:
     }
     if run.seed is not None:
         key["seed"] = run.seed
+    if run.adapter_from is not None:  # a retrained source makes this run stale too
+        source = run.adapter_from
+        path = record_path(suite, source.entry["name"], source.protocols[0], source.seed)
+        key["adapter_of"] = json.loads(path.read_text()).get("run_key") if path.is_file() else None
     return fingerprint(key)
 
 
@@ -232,7 +291,10 @@ def run_entry(suite: dict, run: Run, command: str | None = None) -> None:
     from recbole_llm.quick_start import evaluate, train
 
     started = time.time()
-    trained = train(run.entry["model"], suite["dataset"], None, run.config, protocols=run.protocols)
+    config, source = run.config, run.adapter_from
+    if source is not None:
+        config = {**config, "adapter_path": str(trained_adapter(suite, source))}
+    trained = train(run.entry["model"], suite["dataset"], None, config, protocols=run.protocols)
     result = evaluate(trained)
     for protocol in run.protocols:
         label = protocol.label
@@ -266,6 +328,8 @@ def run_entry(suite: dict, run: Run, command: str | None = None) -> None:
             "versions": versions(),
             "machine": machine(),
         }
+        if source is not None:
+            record["adapter_from"] = {"model": source.entry["name"], "adapter_path": config["adapter_path"]}
         _keep_measured_cost(path, record)
         write_atomic(path, json.dumps(record, indent=2) + "\n")
 
@@ -353,7 +417,15 @@ def run_suite(
             print(f"kept {describe(run)}: its records match its settings", file=sys.stderr)
             continue
         missing.append((run, reason))
-    failures = run_ray(suite, missing, address) if executor == "ray" else run_local(suite, missing)
+    # A run testing another's adapter waits for that run (Ray finishes tasks in any order).
+    pending = {id(run) for run, _ in missing}
+    waves = [
+        [(run, why) for run, why in missing if (id(run.adapter_from) in pending) == later]
+        for later in (False, True)
+    ]
+    failures = []
+    for wave in filter(None, waves):
+        failures += run_ray(suite, wave, address) if executor == "ray" else run_local(suite, wave)
     table = _write_table(suite, runs)
     if failures:
         raise RecBoleLLMError(
@@ -369,6 +441,7 @@ def _write_table(suite: dict, runs: list[Run]) -> str:
         for protocol in run.protocols
         if (p := record_path(suite, run.entry["name"], protocol, run.seed)).is_file()
     ]
+    suite["output"].mkdir(parents=True, exist_ok=True)  # a table even when every run failed
     columns = suite.get("columns", DEFAULT_COLUMNS)
     first_label = runs[0].protocols[0].label
     plots = write_plots(records, suite["output"], columns, suite.get("published"), first_label)

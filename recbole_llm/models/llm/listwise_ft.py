@@ -56,10 +56,12 @@ class LLMListwiseRanker(FineTunedLLMRanker):
         def encode(text: str) -> list[int]:
             return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-        # The label's token is " A" or, where the tokenizer has no such token, "A" after a space.
+        # The label's token is " A" or, where the tokenizer has no such token, "A" after a space. The
+        # first label follows the prompt directly: its token is the one the verbalizer and
+        # `listwise_inference: first_label` read there.
         spaced = all(encode(" " + label)[0] == i for label, i in zip(self.labels, self.label_ids))
         self.label_tokens = [encode(" " + label) if spaced else encode(label) for label in self.labels]
-        self.gaps = [encode(gap[:-1] if spaced else gap) for gap in (" ", SEPARATOR)]  # first, then others
+        self.gaps = [[], encode(SEPARATOR[:-1] if spaced else SEPARATOR)]  # before the first, the others
         self.eos = tokenizer.eos_token_id
 
     @classmethod
@@ -135,7 +137,8 @@ class LLMListwiseRanker(FineTunedLLMRanker):
 
     def answer_tokens(self, slots: np.ndarray) -> tuple[list[int], list[int]]:
         """Token ids of the answer naming the candidates in `slots` (shown positions) in that order,
-        e.g. " C > A > B" and end-of-sequence, and the position in it of each label's token."""
+        e.g. " C > A > B" ("C > A > B" where labels have no leading-space tokens) and end-of-sequence,
+        and the position in it of each label's token."""
         ids, positions = [], []
         for k, slot in enumerate(slots):
             ids += self.gaps[min(k, 1)]

@@ -1,6 +1,9 @@
 """The four ways an LLM turns (history, candidate list) into one score per candidate.
 
 - `listwise`: the LLM writes a ranking of labelled candidates; parsed forgivingly (Hou et al. 2024).
+  With `listwise_inference: first_label` nothing is generated: a candidate's score is the logit of its
+  label as the answer's first token, one forward per list (FIRST, Reddy et al. 2024), which is what
+  ALRO's soft lambda loss and the SFT loss's first answer token train.
 - `verbalizer`: one forward pass; a candidate's score is the next-token logit of its label (LlamaRec).
 - `pointwise`: one yes/no question per candidate; score = logit(yes) - logit(no), i.e. log-odds of
   P(yes) between the two answers (TALLRec).
@@ -82,36 +85,9 @@ class RankingMode(abc.ABC):
     def score(self, requests: list[RankRequest]) -> list[np.ndarray]:
         """One float array per request, aligned with its candidates."""
 
-    def report(self) -> dict:
-        return {
-            "requests": self.usage.calls,  # prompts answered, from the cache or by the LLM
-            "prompt_tokens": self.usage.prompt_tokens,
-            "output_tokens": self.usage.output_tokens,
-        }
-
-
-class Listwise(RankingMode):
-    name = "listwise"
-
-    def score(self, requests):
-        answers = self.backend.generate([self.prompt(r) for r in requests], self.max_new_tokens)
-        out = []
-        for request, answer in zip(requests, answers):
-            self.usage.add(answer.prompt_tokens, answer.output_tokens)
-            ls = candidate_labels(len(request.candidates), self.label_style)
-            parsed = parse_ranking(answer.text, ls, list(request.candidates), self.template.fuzzy_cutoff)
-            self.parse_stats.add(parsed, len(ls))
-            out.append(np.asarray(scores_from_order(parsed.order, len(ls)), dtype=float))
-        return out
-
-    def report(self) -> dict:
-        return {**super().report(), **self.parse_stats.as_dict()}
-
-
-class Verbalizer(RankingMode):
-    name = "verbalizer"
-
-    def score(self, requests):
+    def label_scores(self, requests: list[RankRequest]) -> list[np.ndarray]:
+        """Per request, the next-token logit of each candidate's label after its prompt: one forward
+        per prompt, batched over requests with as many candidates."""
         by_size: dict[int, list[int]] = {}
         for i, r in enumerate(requests):
             by_size.setdefault(len(r.candidates), []).append(i)
@@ -123,6 +99,49 @@ class Verbalizer(RankingMode):
                 self.usage.add(answer.prompt_tokens)
                 results[i] = np.asarray(answer.logits, dtype=float)
         return [results[i] for i in range(len(requests))]
+
+    def report(self) -> dict:
+        """Cost, and parse statistics where answers were generated and parsed."""
+        parsed = self.parse_stats.as_dict() if self.parse_stats.answers else {}
+        return {
+            "requests": self.usage.calls,  # prompts answered, from the cache or by the LLM
+            "prompt_tokens": self.usage.prompt_tokens,
+            "output_tokens": self.usage.output_tokens,
+            **parsed,
+        }
+
+
+class Listwise(RankingMode):
+    name = "listwise"
+
+    def __init__(self, backend, config):
+        super().__init__(backend, config)
+        self.first_label = config["listwise_inference"] == "first_label"
+        if self.first_label and type(backend).label_logits is Backend.label_logits:
+            raise RecBoleLLMError(
+                f"listwise_inference: first_label reads label logits, which the {backend.kind} backend "
+                "cannot: set listwise_inference: generate, or use the hf or vllm backend."
+            )
+
+    def score(self, requests):
+        if self.first_label:
+            return self.label_scores(requests)
+        answers = self.backend.generate([self.prompt(r) for r in requests], self.max_new_tokens)
+        out = []
+        for request, answer in zip(requests, answers):
+            self.usage.add(answer.prompt_tokens, answer.output_tokens)
+            ls = candidate_labels(len(request.candidates), self.label_style)
+            parsed = parse_ranking(answer.text, ls, list(request.candidates), self.template.fuzzy_cutoff)
+            self.parse_stats.add(parsed, len(ls))
+            out.append(np.asarray(scores_from_order(parsed.order, len(ls)), dtype=float))
+        return out
+
+
+class Verbalizer(RankingMode):
+    name = "verbalizer"
+
+    def score(self, requests):
+        return self.label_scores(requests)
 
 
 class Pointwise(RankingMode):
@@ -184,13 +203,9 @@ class Pairwise(RankingMode):
             self.usage.add(a.prompt_tokens)
         return [a.logits[0] > a.logits[1] if a.logits[0] != a.logits[1] else None for a in logits]
 
-    def report(self) -> dict:
-        """Parse statistics only when answers were generated (a backend without logits)."""
-        parsed = self.parse_stats.as_dict() if self.parse_stats.answers else {}
-        return {**super().report(), **parsed}
-
 
 MODES: dict[str, type[RankingMode]] = {m.name: m for m in (Listwise, Verbalizer, Pointwise, Pairwise)}
+LISTWISE_INFERENCE = ("generate", "first_label")
 
 
 def check_mode_config(config) -> None:
@@ -199,6 +214,13 @@ def check_mode_config(config) -> None:
     if name not in MODES:
         raise RecBoleLLMError(
             f"Unknown ranking_mode {name!r}; choose from {', '.join(MODES)}." + did_you_mean(str(name), MODES)
+        )
+    inference = config["listwise_inference"]
+    if inference not in LISTWISE_INFERENCE:
+        raise RecBoleLLMError(
+            f"Unknown listwise_inference {inference!r}; choose generate (write the ranking, then parse it) "
+            "or first_label (rank by the label logits at the answer's first token, one forward)."
+            + did_you_mean(str(inference), LISTWISE_INFERENCE)
         )
     load_template(name, config["prompt_strategy"], config["prompt_template"])
     candidate_labels(1, config["label_style"])

@@ -6,12 +6,14 @@ scores alike at every slot; zero-shot SmolLM2 mostly picks label A (slot 0).
 
 A zero-shot row runs as the suite configures it; a fine-tuned row is not retrained: the adapter its suite
 run saved (beside the checkpoint its record names) is loaded with `adapter_path` and `epochs: 0`. Run the
-suite first. Writes <suite output>/position_probe.{json,md}.
+suite first. Writes <suite output>/position_probe.{json,md}; rows probed earlier on the same lists and
+slots stay in them unless probed again (each row names the command that probed it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -38,6 +40,18 @@ def probe_config(suite: dict, entry_run, users: int) -> dict:
     return config
 
 
+def earlier_rows(path: Path, label: str, slots: list[int]) -> dict[str, dict]:
+    """The rows an earlier probe wrote to `path` on the same lists (`label`) and `slots`."""
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    return {
+        name: {"command": earlier["command"], **row}  # rows of older files name their file's command
+        for name, row in earlier["results"].items()
+        if row.get("label") == label and [int(s) for s in row["slots"]] == slots
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -54,10 +68,11 @@ def main() -> None:
     if unknown:
         sys.exit(f"position_probe: {unknown} not in the suite; it lists {list(runs)}.")
     protocol = {"type": "uniform", "size": args.size, "eval_users": args.users}
+    command = shlex.join(["python", *sys.argv])
     results: dict[str, dict] = {}
     for name in args.rows:
         config = probe_config(suite, runs[name], args.users)
-        results[name] = {"adapter_path": config.get("adapter_path"), "slots": {}}
+        results[name] = {"adapter_path": config.get("adapter_path"), "command": command, "slots": {}}
         for slot in args.slots:
             out = run(
                 runs[name].entry["model"],
@@ -70,12 +85,14 @@ def main() -> None:
             results[name]["slots"][slot] = {m: float(out.test[label][m]) for m in METRICS}
             results[name]["label"] = label
             print(f"{name} @ slot {slot}: {results[name]['slots'][slot]}", file=sys.stderr)
-    record = {"suite": suite["name"], "results": results, **provenance(shlex.join(["python", *sys.argv]))}
     label = next(iter(results.values()))["label"]
+    results = {**earlier_rows(Path(suite["output"]) / "position_probe.json", label, args.slots), **results}
+    record = {"suite": suite["name"], "results": results, **provenance(command)}
+    commands = "; ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in results.values()))
     lines = [
         f"## Position bias on {label}: the ground truth shown at slot k of {args.size}",
         "",
-        f"`{record['command']}`; {versions_text(record['versions'])}. NDCG@1 / NDCG@10 per slot; spread is "
+        f"{commands}; {versions_text(record['versions'])}. NDCG@1 / NDCG@10 per slot; spread is "
         "the largest minus the smallest NDCG@10 over the slots (0 for a ranker without position bias).",
         "",
         "| model | " + " | ".join(f"slot {s}" for s in args.slots) + " | spread |",

@@ -233,13 +233,19 @@ def test_a_run_under_a_training_budget_shows_its_examples_and_seconds_per_exampl
 
     assert "s/example" not in leaderboard([record("SASRec", None, 128, [10.0])], columns=["NDCG@10"])
     # 100 rows in batches of 8 are 13 batches, 104 rows an epoch: 208 in two epochs of 52 and 104 s.
+    # A row testing another row's adapter (adapter_from) keeps the budget in its config but trains nothing.
     table = leaderboard(
-        [record("SASRec", None, 128, [10.0]), record("verbalizer-FT", 100, 8, [52.0, 104.0])],
+        [
+            record("SASRec", None, 128, [10.0]),
+            record("verbalizer-FT", 100, 8, [52.0, 104.0]),
+            record("verbalizer-FT first-label", 100, 8, []),
+        ],
         columns=["NDCG@10"],
     )
     rows, at = rows_of(table), header_of(table).index("examples")
     assert rows["verbalizer-FT"][at : at + 2] == ["208", "0.75"]
     assert rows["SASRec"][at : at + 2] == ["–", "–"]
+    assert rows["verbalizer-FT first-label"][at : at + 2] == ["–", "–"]
 
 
 def user_record(model, users, values, seed=2020):

@@ -107,9 +107,10 @@ def _examples_per_epoch(record: dict) -> int | None:
 
 
 def _budget_cells(runs: list[dict]) -> list[str]:
-    """`examples` trained (all epochs) and training `s/example` of a budgeted run; – otherwise."""
+    """`examples` trained (all epochs) and training `s/example` of a budgeted run; – otherwise, and for
+    a run that trained nothing (it tested an adapter another run trained)."""
     per_epoch = [_examples_per_epoch(r) for r in runs]
-    if None in per_epoch:
+    if None in per_epoch or not any(r["epochs_run"] for r in runs):
         return ["–", "–"]
     seconds = [s / n for r, n in zip(runs, per_epoch) for s in r["wall_time"].get("train_epoch_s", [])]
     examples = _cell([n * r["epochs_run"] for r, n in zip(runs, per_epoch)], 0)

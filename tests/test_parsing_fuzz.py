@@ -200,6 +200,7 @@ def mode(cls, texts: list[str], label_style: str = "letters"):
         "prompt_template": {},
         "quote_item_text": True,
         "pairwise_window": None,
+        "listwise_inference": "generate",
     }
     return cls(Scripted(texts=tuple(texts)), config)
 

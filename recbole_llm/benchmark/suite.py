@@ -213,7 +213,7 @@ def trained_adapter(suite: dict, run: Run) -> Path:
     """The adapter folder that fine-tuned `run` saved beside the checkpoint its record names."""
     from recbole_llm.models.llm.finetuned import adapter_folder
 
-    path = record_path(suite, run.entry["name"], run.protocols[0], run.seed)
+    path = _training_record(suite, run)
     if not path.is_file():
         raise RecBoleLLMError(f"No record {path}: run {describe(run)} first (recbole-llm leaderboard ...).")
     checkpoint = json.loads(path.read_text()).get("checkpoint")
@@ -231,6 +231,11 @@ def record_path(suite: dict, name: str, protocol: Protocol, seed: int | None) ->
     return suite["output"] / f"{name}__{protocol.label}{suffix}.json"
 
 
+def _training_record(suite: dict, run: Run) -> Path:
+    """The record of `run`'s first protocol: it names the checkpoint (and adapter) the run trained."""
+    return record_path(suite, run.entry["name"], run.protocols[0], run.seed)
+
+
 def _run_key(suite: dict, run: Run, protocol: Protocol) -> str:
     model_class = get_model(run.entry["model"])
     key = {
@@ -243,8 +248,7 @@ def _run_key(suite: dict, run: Run, protocol: Protocol) -> str:
     if run.seed is not None:
         key["seed"] = run.seed
     if run.adapter_from is not None:  # a retrained source makes this run stale too
-        source = run.adapter_from
-        path = record_path(suite, source.entry["name"], source.protocols[0], source.seed)
+        path = _training_record(suite, run.adapter_from)
         key["adapter_of"] = json.loads(path.read_text()).get("run_key") if path.is_file() else None
     return fingerprint(key)
 

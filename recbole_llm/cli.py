@@ -125,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument(
         "--address", default=None, help="Ray cluster address (host:port); default: start Ray on this machine"
     )
+    board.add_argument(
+        "--table-only",
+        action="store_true",
+        help="run nothing: say what would run and rewrite the table from the records there are",
+    )
     sub.add_parser("models", help="list the model names that resolve")
     expected = sub.add_parser("expected", help="write each suite's expected scores from its records")
     expected.add_argument("suites", nargs="+", help="suite YAMLs, e.g. benchmarks/ml-100k.yaml")
@@ -143,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         only = args.models.split(",") if args.models else None
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
         table = run_suite(
-            args.suite, force=args.force, only=only, seeds=seeds, executor=args.executor, address=args.address
+            args.suite,
+            force=args.force,
+            only=only,
+            seeds=seeds,
+            executor=args.executor,
+            address=args.address,
+            table_only=args.table_only,
         )
     except USER_ERRORS as err:
         return _fail("recbole-llm", err)

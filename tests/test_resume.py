@@ -12,7 +12,7 @@ import yaml
 from recbole.trainer import Trainer
 
 from recbole_llm import registry
-from recbole_llm.benchmark.suite import _write_table, load_suite, plan, run_suite
+from recbole_llm.benchmark.suite import run_suite
 from recbole_llm.evaluation.resume import ResumableTraining
 from recbole_llm.models.sequential.sasrec import SASRec
 from recbole_llm.quick_start import run
@@ -145,17 +145,26 @@ def write_suite(folder, tiny) -> str:
     return str(folder / "suite.yaml")
 
 
-def test_killed_leaderboard_keeps_finished_records_and_resumes_the_killed_model(tiny, tmp_path, monkeypatch):
+def test_killed_leaderboard_keeps_finished_records_and_resumes_the_killed_model(
+    tiny, tmp_path, monkeypatch, capsys
+):
     run_suite(write_suite(tmp_path / "uninterrupted", tiny))
     path = write_suite(tmp_path / "killed", tiny)
     run_killed(f"from recbole_llm.cli import main\nmain(['leaderboard', {path!r}])\n")
     out = tmp_path / "killed" / "out"
     assert sorted(p.name for p in out.glob("*.json")) == ["Pop__full.json"]
     pop_written = (out / "Pop__full.json").stat().st_mtime_ns
-    suite = load_suite(path)
-    table = _write_table(suite, plan(suite))
+    (state,) = (tmp_path / "killed" / "saved" / "resume").glob("SASRec-*.pth")
+    state_written = state.stat().st_mtime_ns
+
+    # --table-only shows how far the killed run got, and trains nothing.
+    capsys.readouterr()
+    table = run_suite(path, table_only=True)
     line = next(line for line in table.splitlines() if line.startswith("**In progress**"))
     assert f"SASRec: {KILLED_AFTER + 1} epoch(s) trained, best validation NDCG@10 0." in line
+    assert "would run SASRec: no record SASRec__full.json" in capsys.readouterr().err
+    assert state.stat().st_mtime_ns == state_written
+    assert (out / "leaderboard.md").read_text() == table and "| Pop |" in table
 
     resumed_at = []
     resume_checkpoint = ResumableTraining.resume_checkpoint

@@ -395,11 +395,14 @@ def run_suite(
     seeds: list[int] | None = None,
     executor: str = "local",
     address: str | None = None,
+    table_only: bool = False,
 ) -> str:
     """Run what is missing (of `only` models and `seeds`, if given) with `executor` (`local`, or `ray`
     on the cluster at `address`); write and return the table.
 
     Says on stderr, for each run, whether it was kept (its records match its settings) or why it runs.
+    `table_only` runs nothing: it says what would run and writes the table from the records there are
+    (with the runs in progress), e.g. to look at a long schedule between its sessions.
     """
     if executor not in EXECUTORS:
         raise RecBoleLLMError(f"Unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}.")
@@ -421,6 +424,10 @@ def run_suite(
             print(f"kept {describe(run)}: its records match its settings", file=sys.stderr)
             continue
         missing.append((run, reason))
+    if table_only:
+        for run, reason in missing:
+            print(f"would run {describe(run)}: {reason}", file=sys.stderr)
+        return _write_table(suite, runs)
     # A run testing another's adapter waits for that run (Ray finishes tasks in any order).
     pending = {id(run) for run, _ in missing}
     waves = [

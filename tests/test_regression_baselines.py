@@ -2,10 +2,13 @@
 
 Every suite with records has `<output>/expected.yaml` (recbole_llm.benchmark.expected); it must agree with
 the records, and its cheap rows (Pop on ml-100k, one SASRec epoch) must reproduce within tolerance, on
-candidate lists drawn afresh with the committed hash. ~40 s on one thread.
+candidate lists drawn afresh with the committed hash. ~40 s on one thread. Every committed table must be
+the one its records render.
 """
 
 import copy
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ from recbole_llm.benchmark.expected import (
     expected_scores,
     load_expected,
 )
-from recbole_llm.benchmark.suite import load_suite, rerun, run_suite
+from recbole_llm.benchmark.suite import _write_table, load_suite, plan, rerun, run_suite
 from recbole_llm.cli import main
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -49,6 +52,24 @@ def test_expected_file_agrees_with_the_records(suite):
     if lines:
         message = f"The {EXPECTED_FILE} of {fresh['suite']} disagrees with its records; {how}:\n"
         pytest.fail(message + "\n".join(lines), pytrace=False)
+
+
+@pytest.mark.parametrize("suite", SUITES, ids=lambda suite: suite["name"])
+def test_committed_table_is_the_one_its_records_render(suite, tmp_path):
+    """A table edited by hand, or left behind when its YAML's notes or the table code changed, fails.
+    Runs in progress are this machine's resume states, not the records': they are left out."""
+    committed = suite["output"] / "leaderboard.md"
+    if not committed.is_file():
+        return
+    # As rendered in the repository's root: the table names its suite file by that relative path.
+    copied = {**suite, "output": tmp_path / "out", "file": Path("benchmarks", suite["file"].name)}
+    shutil.copytree(suite["output"], copied["output"])
+    rendered = _write_table(copied, plan(copied))
+    in_progress = re.compile(r"\n\*\*In progress\*\*[^\n]*\n")
+    assert in_progress.sub("", rendered) == in_progress.sub("", committed.read_text()), (
+        f"{committed} is not what its records render: `recbole-llm leaderboard {suite['file'].as_posix()} "
+        "--table-only` rewrites it"
+    )
 
 
 def test_cheap_rows_cover_pop_and_one_sasrec_epoch():

@@ -6,10 +6,13 @@ position, per sequence and per batch, on the data and settings of the Xu et al. 
 
 The bound is the epoch's arithmetic (matmul FLOPs of forward and backward, counted from the shapes the
 model computes, padding included) divided by the float32 matmul throughput measured in the same run;
-`items-only bound` counts only positions that hold an item, what packing sequences could save. The
-`anomaly on` row is how every epoch ran before `detect_anomaly` (RecBole's SINE switches autograd's
-anomaly mode on at import). Writes results/epoch-speed/epoch_speed.{json,md}. Quality of the sharing
-modes: benchmarks/ml-100k-negative-sharing.yaml.
+a sampled loss counts its K + 1 scores per target, even where per-position negatives are picked from
+the full score matrix; `items-only bound` counts only positions that hold an item, what packing
+sequences could save. The `anomaly on` row is how every epoch ran before `detect_anomaly` (RecBole's
+SINE switches autograd's anomaly mode on at import); the `gathered` row scores per-position negatives
+from their gathered embeddings, as before they were picked from the full score matrix
+(`losses.FULL_SCORES_BELOW`). Writes results/epoch-speed/epoch_speed.{json,md}. Quality of the
+sharing modes: benchmarks/ml-100k-negative-sharing.yaml.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
+from recbole_llm import losses
 from recbole_llm.benchmark.records import provenance, versions_text, write_result
 from recbole_llm.benchmark.suite import load_suite
 from recbole_llm.quick_start import train
@@ -37,6 +42,11 @@ def variants(negatives: int) -> dict[str, dict]:
         "CE, anomaly on (before)": {"loss_type": "CE", "detect_anomaly": True},
         "CE, no attention dropout": {"loss_type": "CE", "attn_dropout_prob": 0.0},
         f"SCE K={negatives}, per position": {**sce, "negative_sharing": "position"},
+        f"SCE K={negatives}, per position, gathered (before)": {
+            **sce,
+            "negative_sharing": "position",
+            "gather_negatives": True,
+        },
         f"SCE K={negatives}, per sequence": {**sce, "negative_sharing": "sequence"},
         f"SCE K={negatives}, per batch": {**sce, "negative_sharing": "batch"},
     }
@@ -80,10 +90,12 @@ def measure(suite: dict, label: str, change: dict, epochs: int) -> dict:
     config = {**suite["config"], **change, "epochs": 0, "state": "WARNING", "seed": 2020}
     config["data_path"] = str((suite["file"].parent / config["data_path"]).resolve())
     anomaly = bool(config.pop("detect_anomaly", False))
+    # Per-position negatives scored from gathered embeddings, as before `losses.FULL_SCORES_BELOW`.
+    below = 0 if config.pop("gather_negatives", False) else losses.FULL_SCORES_BELOW
     trained = train("SASRec", suite["dataset"], None, config, saved=False)
     trainer, loader = trained.trainer, trained.split.train
     seconds = []
-    with torch.autograd.set_detect_anomaly(anomaly):
+    with torch.autograd.set_detect_anomaly(anomaly), mock.patch.object(losses, "FULL_SCORES_BELOW", below):
         for epoch in range(epochs):
             start = time.perf_counter()
             trainer._train_epoch(loader, epoch)

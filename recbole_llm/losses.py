@@ -90,6 +90,53 @@ def sampled_loss(name: str, pos: torch.Tensor, neg: torch.Tensor, n_items: int, 
     raise ValueError(f"unknown sampled loss {name!r}; expected one of {SAMPLED_LOSSES}")
 
 
+# Below this many catalogue items per negative, scoring the whole catalogue chunk by chunk and picking
+# the negatives beats gathering their embeddings (measured: 2.6x faster at 3,416 items and K=100, 3.9x
+# at 12,101 items and K=500; 0.65x at 12,101 items and K=100). The gathered [P, K, H] tensor and its
+# scatter-add backward are memory-bound; the full scores are two dense matmuls.
+FULL_SCORES_BELOW = 64
+
+
+def negative_scores_from_states(
+    states: torch.Tensor, item_weight: torch.Tensor, negatives: torch.Tensor, full: bool | None = None
+) -> torch.Tensor:
+    """Scores [P, K] of each position's own negatives: `states[p] . item_weight[negatives[p, k]]`.
+
+    `full` (None: by catalogue size, `FULL_SCORES_BELOW`) takes them from the full score matrix,
+    built 256 rows at a time in the forward and backward passes; otherwise from gathered embeddings.
+    Both give the same values and gradients to float rounding.
+    """
+    if full is None:
+        full = len(item_weight) < FULL_SCORES_BELOW * negatives.shape[1]
+    if full:
+        return _PickedScores.apply(states, item_weight, negatives, 256)
+    return torch.einsum("ph,pkh->pk", states, F.embedding(negatives, item_weight))
+
+
+class _PickedScores(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, states, weight, negatives, chunk):
+        ctx.save_for_backward(states, weight, negatives)
+        ctx.chunk = chunk
+        return torch.cat(
+            [(s @ weight.T).gather(1, n) for s, n in zip(states.split(chunk), negatives.split(chunk))]
+        )
+
+    @staticmethod
+    def backward(ctx, grad):
+        states, weight, negatives = ctx.saved_tensors
+        grad_states, grad_weight = torch.empty_like(states), torch.zeros_like(weight)
+        for start in range(0, len(states), ctx.chunk):
+            rows = slice(start, start + ctx.chunk)
+            # d loss / d scores: the upstream gradient at each picked item (summed over repeats).
+            d_scores = grad.new_zeros(len(grad[rows]), len(weight)).scatter_add_(
+                1, negatives[rows], grad[rows]
+            )
+            grad_states[rows] = d_scores @ weight
+            grad_weight.addmm_(d_scores.T, states[rows])
+        return grad_states, grad_weight, None, None
+
+
 def sample_negatives(
     shape: tuple[int, ...], n_items: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:

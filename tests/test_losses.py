@@ -77,3 +77,30 @@ def test_negative_sampler_is_seeded_uniform_and_skips_padding():
     assert torch.equal(a, b) and not torch.equal(a, c)
     counts = torch.bincount(a.reshape(-1), minlength=11)
     assert counts[0] == 0 and counts[1:].min() > 0.9 * 2000 and counts[1:].max() < 1.1 * 2000
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_negative_scores_match_dot_products_and_their_gradients(full):
+    gen = torch.Generator().manual_seed(3)
+    states = torch.randn(300, 4, dtype=torch.float64, generator=gen, requires_grad=True)  # 2 chunks
+    weight = torch.randn(9, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    negatives = torch.randint(1, 9, (300, 6), generator=gen)
+    negatives[0] = 5  # one item repeated across a row: its gradients add up
+    upstream = torch.rand(300, 6, dtype=torch.float64, generator=gen)
+    got = losses.negative_scores_from_states(states, weight, negatives, full=full)
+    grads = torch.autograd.grad((got * upstream).sum(), (states, weight))
+    expected = torch.tensor(
+        [
+            [sum(states[p, h].item() * weight[n, h].item() for h in range(4)) for n in row]
+            for p, row in enumerate(negatives.tolist())
+        ],
+        dtype=torch.float64,
+    )
+    grad_states = torch.zeros(300, 4, dtype=torch.float64)
+    grad_weight = torch.zeros(9, 4, dtype=torch.float64)
+    for p, row in enumerate(negatives.tolist()):
+        for k, n in enumerate(row):
+            grad_states[p] += upstream[p, k] * weight[n].detach()
+            grad_weight[n] += upstream[p, k] * states[p].detach()
+    assert torch.allclose(got, expected)
+    assert torch.allclose(grads[0], grad_states) and torch.allclose(grads[1], grad_weight)

@@ -123,13 +123,14 @@ class NextItemModel:
         """Scores [P, K] of the negatives of the P positions with a target, drawn per position, per
         sequence or per batch (`negative_sharing`). Shared negatives cost one [P, H] x [H, K] product
         instead of gathering P x K embeddings; one that equals a position's target scores -inf there
-        under `negative_exclude: positive` (it contributes nothing)."""
+        under `negative_exclude: positive` (it contributes nothing). Per-position negatives are
+        picked from the full score matrix where the catalogue is small (`losses.FULL_SCORES_BELOW`)."""
         k, rows = self.num_negatives, torch.arange(len(states), device=states.device)
         rows = rows.unsqueeze(1).expand_as(valid)[valid]
         if self.negative_sharing == "position":
             history = item_seq[rows] if self.negative_exclude == "history" else None
             negatives = self._sample(targets, history)
-            return torch.einsum("ph,pkh->pk", states[valid], self.item_embedding(negatives))
+            return losses.negative_scores_from_states(states[valid], self.item_embedding.weight, negatives)
         if self.negative_sharing == "sequence":
             drawn = losses.sample_negatives((len(states), k), self.n_items, self.generator).to(states.device)
             scores = torch.bmm(states, self.item_embedding(drawn).transpose(1, 2))[valid]

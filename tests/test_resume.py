@@ -1,10 +1,12 @@
 """A killed training run, rerun with the same command, ends exactly as an uninterrupted one."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,6 +101,32 @@ def test_other_settings_and_resume_false_start_afresh(tiny, tmp_path, monkeypatc
     fresh = run("SASRec", "tiny", config_dict={**config, "resume": False})
     assert fresh.trained.trainer.start_epoch == 0 and fresh.trained.epochs_run > KILLED_AFTER + 1
     assert resume_states(tmp_path / "saved") == []
+
+
+def test_a_resume_state_carried_to_a_fresh_checkout_resumes_without_its_checkpoint_dir(
+    tiny, tmp_path, monkeypatch
+):
+    """A committed `resume_dir` is all a later session has: the best weights so far travel in the state."""
+    config = {**tiny, **sasrec_config(), "resume_dir": str(tmp_path / "kept")}
+    reference = run("SASRec", "tiny", config_dict={**config, "checkpoint_dir": str(tmp_path / "reference")})
+    run_interrupted(monkeypatch, "SASRec", config)
+    shutil.rmtree(tmp_path / "saved")  # the session ended: only the resume_dir survived
+    [state] = (tmp_path / "kept").glob("SASRec-*.pth")
+
+    restored = []
+    resume_checkpoint = ResumableTraining.resume_checkpoint
+
+    def spy(self, resume_file):
+        resume_checkpoint(self, resume_file)
+        restored.append(Path(self.saved_model_file))
+
+    monkeypatch.setattr(ResumableTraining, "resume_checkpoint", spy)
+    resumed = run("SASRec", "tiny", config_dict={**config, "checkpoint_dir": str(tmp_path / "fresh")})
+    assert resumed.trained.trainer.start_epoch == KILLED_AFTER + 1
+    assert restored[0].parent == tmp_path / "fresh" and restored[0].is_file()
+    assert resumed.test == reference.test
+    assert resumed.trained.best_valid == reference.trained.best_valid
+    assert not state.exists(), "a finished fit removes its state"
 
 
 class HalvingTrainer(Trainer):

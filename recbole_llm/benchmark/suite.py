@@ -24,6 +24,8 @@ Suite format::
       - {model: LLMListwiseRanker, name: SFT first-label, adapter_from: listwise-SFT,
          config: {loss_type: sft, listwise_inference: first_label}}
     output: results/ml-100k            # relative to the suite file; candidate sets in output/candidates
+    resume_dir: results/ml-100k/resume # optional, relative to the suite file: resume states of killed
+                                       # runs (default saved/resume), e.g. committed between sessions
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ _SUITE_KEYS = {
     "published",
     "notes",
     "resources",
+    "resume_dir",
 }
 # A model entry: `protocols` replaces the suite's for that model (e.g. fewer users for a costly one);
 # `resources` (num_cpus, num_gpus) what one of its runs asks of the Ray executor; `adapter_from` names
@@ -118,6 +121,8 @@ def load_suite(path: str | Path) -> dict:
     _check_baseline(path, suite)
     _check_adapter_from(path, suite)
     suite["output"] = path.parent / suite.get("output", f"results/{suite['name']}")
+    if suite.get("resume_dir"):
+        suite["resume_dir"] = path.parent / suite["resume_dir"]
     suite["file"] = path
     return suite
 
@@ -175,6 +180,8 @@ def _run_config(suite: dict, entry: dict, seed: int | None) -> dict:
         config["data_path"] = str((suite["file"].parent / config["data_path"]).resolve())
     # Candidate sets live beside the results, so that a rerun ranks exactly the same lists.
     config.setdefault("candidates_dir", str(suite["output"] / "candidates"))
+    if suite.get("resume_dir"):  # an output setting: not part of the run keys, as `output` is not
+        config.setdefault("resume_dir", str(suite["resume_dir"]))
     return config
 
 

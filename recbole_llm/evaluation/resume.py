@@ -1,9 +1,11 @@
 """Training that survives a kill: a resume state after every finished epoch, and resuming from it.
 
 A rerun of the same command (same model class, same effective config) finds the state its killed
-predecessor left under `<checkpoint_dir>/resume/` and continues with the next epoch, ending exactly
-as an uninterrupted run would: the state holds the model, the optimizer, any LR scheduler, the
-early-stopping counters, the loss and time history, and every random generator training draws from.
+predecessor left under `resume_dir` (default `<checkpoint_dir>/resume/`) and continues with the next
+epoch, ending exactly as an uninterrupted run would: the state holds the model, the optimizer, any LR
+scheduler, the early-stopping counters, the loss and time history, every random generator training
+draws from, and the best epoch's weights so far, so that a state carried to a fresh checkout (a later
+session, another machine) resumes without the checkpoint directory it was written beside.
 A finished fit deletes its state, so the next identical command starts fresh, as RecBole does.
 A trainer whose epochs take long (a fine-tuned LLM) also saves a state within an epoch
 (`save_partial_epoch`, after an optimiser step): it holds the random states of the epoch's start, so
@@ -28,6 +30,7 @@ from recbole_llm.benchmark.records import fingerprint
 OUTPUT_ONLY = frozenset(
     {
         "resume",
+        "resume_dir",
         "checkpoint_steps",
         "gradient_checkpointing",  # the same gradients, recomputed: switch it on to resume short of memory
         "strict",
@@ -54,7 +57,8 @@ def resume_path(config, model_class: type) -> Path:
     """The resume state of a run: the same for the same command, whatever its output settings."""
     settings = {k: v for k, v in config.final_config_dict.items() if k not in OUTPUT_ONLY}
     key = fingerprint({"class": f"{model_class.__module__}.{model_class.__qualname__}", "config": settings})
-    return Path(config["checkpoint_dir"]) / "resume" / f"{config['model']}-{key}.pth"
+    folder = Path(config["resume_dir"] or Path(config["checkpoint_dir"]) / "resume")
+    return folder / f"{config['model']}-{key}.pth"
 
 
 def progress(path: Path, metric: str) -> str:
@@ -218,6 +222,7 @@ class ResumableTraining:
                 "rng": rng or rng_state(generators),
                 "fit_seconds": self.seconds_before_resume + time.perf_counter() - self._fit_start,
                 "partial_epoch": partial,
+                "best_checkpoint": self._best_checkpoint(),
             },
         }
         self.resume_file.parent.mkdir(parents=True, exist_ok=True)
@@ -236,6 +241,20 @@ class ResumableTraining:
         self._pending_rng = extra["rng"]
         self.seconds_before_resume = extra["fit_seconds"]
         self.partial_epoch = extra.get("partial_epoch")
+        best = extra.get("best_checkpoint")
+        if best is not None and not os.path.isfile(self.saved_model_file):  # moved without its checkpoints
+            target = Path(self.config["checkpoint_dir"]) / Path(self.saved_model_file).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save(best, target)
+            self.saved_model_file = str(target)
+
+    def _best_checkpoint(self) -> dict | None:
+        """RecBole's best-model file as it stands, less its optimizer state (testing needs the weights)."""
+        path = getattr(self, "saved_model_file", None)
+        if not path or not os.path.isfile(path):
+            return None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        return {k: v for k, v in checkpoint.items() if k != "optimizer"}
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         """RecBole's best-model file, written atomically: a resumed run may still need the old one."""

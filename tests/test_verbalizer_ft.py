@@ -2,6 +2,7 @@
 the hf backend, the loss against a slow per-prompt reference, frozen base weights, a learnable toy task,
 the adapter's save/load round trip, and a response cache that never serves zero-shot answers to it."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -272,6 +273,44 @@ def test_a_killed_fine_tuning_resumes_and_ends_as_if_uninterrupted(settings, mon
             run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
     resumed = run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
     assert resumed.trained.trainer.start_epoch == 1
+    assert resumed.trained.trainer.train_loss_dict == reference.trained.trainer.train_loss_dict
+    assert resumed.test == reference.test
+
+
+def test_a_fine_tuning_carried_to_a_fresh_checkout_gets_its_best_adapter_folder_back(
+    settings, tmp_path, monkeypatch
+):
+    """Only the committed `resume_dir` survives: the best adapter, tested later and read by
+    `adapter_from` entries, is rebuilt from the state, and training goes on from the latest weights."""
+    from recbole_llm.evaluation.resume import ResumableTraining
+
+    tuning = {**settings, "epochs": 2, "learning_rate": 1e-2, "checkpoint_steps": 0}
+    tuning["resume_dir"] = str(tmp_path / "kept")
+    reference = run(
+        "LLMVerbalizerRanker", "tiny", config_dict={**tuning, "checkpoint_dir": str(tmp_path / "ref")}
+    )
+    save = ResumableTraining._save_resume_state
+
+    def save_then_stop(self, epoch, generators, **partial):
+        save(self, epoch, generators)
+        raise Interrupted
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ResumableTraining, "_save_resume_state", save_then_stop)
+        with pytest.raises(Interrupted):
+            run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
+    shutil.rmtree(tuning["checkpoint_dir"])
+    restored, resume = [], ResumableTraining.resume_checkpoint
+
+    def spy(self, resume_file):
+        resume(self, resume_file)
+        restored.append(adapter_folder(self.saved_model_file, "LLMVerbalizerRanker"))
+
+    monkeypatch.setattr(ResumableTraining, "resume_checkpoint", spy)
+    resumed = run(
+        "LLMVerbalizerRanker", "tiny", config_dict={**tuning, "checkpoint_dir": str(tmp_path / "new")}
+    )
+    assert restored[0].parent == tmp_path / "new" and (restored[0] / "adapter_config.json").is_file()
     assert resumed.trained.trainer.train_loss_dict == reference.trained.trainer.train_loss_dict
     assert resumed.test == reference.test
 

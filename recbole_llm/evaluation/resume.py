@@ -231,7 +231,8 @@ class ResumableTraining:
     def resume_checkpoint(self, resume_file):
         """RecBole's resume, plus the progress, schedulers and random states of a resume state."""
         super().resume_checkpoint(resume_file)
-        extra = torch.load(resume_file, map_location="cpu", weights_only=False).get("resume")
+        state = torch.load(resume_file, map_location="cpu", weights_only=False)
+        extra = state.get("resume")
         if extra is None:  # a plain RecBole checkpoint
             return
         for name, value in extra["progress"].items():
@@ -243,18 +244,27 @@ class ResumableTraining:
         self.partial_epoch = extra.get("partial_epoch")
         best = extra.get("best_checkpoint")
         if best is not None and not os.path.isfile(self.saved_model_file):  # moved without its checkpoints
-            target = Path(self.config["checkpoint_dir"]) / Path(self.saved_model_file).name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_save(best, target)
-            self.saved_model_file = str(target)
+            self._write_best(best, latest=state)
 
     def _best_checkpoint(self) -> dict | None:
-        """RecBole's best-model file as it stands, less its optimizer state (testing needs the weights)."""
+        """The weights of RecBole's best-model file as it stands (testing needs no optimizer state)."""
         path = getattr(self, "saved_model_file", None)
         if not path or not os.path.isfile(path):
             return None
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        return {k: v for k, v in checkpoint.items() if k != "optimizer"}
+        return {k: checkpoint[k] for k in ("epoch", "state_dict", "other_parameter")}
+
+    def _write_best(self, best: dict, latest: dict) -> None:
+        """The best-model file again, in this run's checkpoint_dir, written the trainer's own way (a
+        fine-tuned ranker's adapter folder with it); then back to the `latest` weights to train on."""
+        self.saved_model_file = os.path.join(
+            self.config["checkpoint_dir"], os.path.basename(self.saved_model_file)
+        )
+        self.model.load_state_dict(best["state_dict"])
+        self.model.load_other_parameter(best["other_parameter"])
+        self._save_checkpoint(best["epoch"], verbose=False)
+        self.model.load_state_dict(latest["state_dict"])
+        self.model.load_other_parameter(latest["other_parameter"])
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         """RecBole's best-model file, written atomically: a resumed run may still need the old one."""

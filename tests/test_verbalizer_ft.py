@@ -255,11 +255,10 @@ class Interrupted(Exception):
     """A kill right after the first epoch's resume state is written."""
 
 
-def test_a_killed_fine_tuning_resumes_and_ends_as_if_uninterrupted(settings, monkeypatch):
+def run_killed_after_first_epoch(monkeypatch, tuning: dict) -> None:
+    """A fine-tuning stopped (Interrupted) right after its first epoch's resume state is written."""
     from recbole_llm.evaluation.resume import ResumableTraining
 
-    tuning = {**settings, "epochs": 2, "learning_rate": 1e-2, "lora_dropout": 0.05, "checkpoint_steps": 0}
-    reference = run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
     save = ResumableTraining._save_resume_state
 
     def save_then_stop(self, epoch, generators, **partial):
@@ -271,6 +270,12 @@ def test_a_killed_fine_tuning_resumes_and_ends_as_if_uninterrupted(settings, mon
         patched.setattr(ResumableTraining, "_save_resume_state", save_then_stop)
         with pytest.raises(Interrupted):
             run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
+
+
+def test_a_killed_fine_tuning_resumes_and_ends_as_if_uninterrupted(settings, monkeypatch):
+    tuning = {**settings, "epochs": 2, "learning_rate": 1e-2, "lora_dropout": 0.05, "checkpoint_steps": 0}
+    reference = run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
+    run_killed_after_first_epoch(monkeypatch, tuning)
     resumed = run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
     assert resumed.trained.trainer.start_epoch == 1
     assert resumed.trained.trainer.train_loss_dict == reference.trained.trainer.train_loss_dict
@@ -289,16 +294,7 @@ def test_a_fine_tuning_carried_to_a_fresh_checkout_gets_its_best_adapter_folder_
     reference = run(
         "LLMVerbalizerRanker", "tiny", config_dict={**tuning, "checkpoint_dir": str(tmp_path / "ref")}
     )
-    save = ResumableTraining._save_resume_state
-
-    def save_then_stop(self, epoch, generators, **partial):
-        save(self, epoch, generators)
-        raise Interrupted
-
-    with monkeypatch.context() as patched:
-        patched.setattr(ResumableTraining, "_save_resume_state", save_then_stop)
-        with pytest.raises(Interrupted):
-            run("LLMVerbalizerRanker", "tiny", config_dict=tuning)
+    run_killed_after_first_epoch(monkeypatch, tuning)
     shutil.rmtree(tuning["checkpoint_dir"])
     restored, resume = [], ResumableTraining.resume_checkpoint
 

@@ -151,3 +151,18 @@ def test_missing_yaml_file_is_an_error_naming_class_and_path(module_with_yaml, t
     expected = f"Lost.yaml_file not found: {module_with_yaml / 'no_such.yaml'}"
     with pytest.raises(RecBoleLLMError, match=re.escape(expected)):
         Config("Lost", "tiny", config_dict=tiny)
+
+
+@pytest.mark.parametrize("model", ["LLMRanker", "EmbeddingRetriever"])
+def test_every_model_that_builds_an_llm_declares_what_the_hf_backend_reads(model, tiny, monkeypatch):
+    """A key missing from a model's YAML reaches the backend as None (EmbeddingRetriever's profiles
+    once crashed on `llm_autocast`); each model declares every setting the default backend reads."""
+    from recbole_llm.llm import factory
+    from recbole_llm.llm.backends import hf
+
+    built = {}
+    monkeypatch.setattr(hf.HFBackend, "from_config", lambda *args, **kwargs: built.update(kwargs))
+    monkeypatch.setattr(factory, "cached", lambda backend, config: backend)
+    factory.build_backend(Config(model, "tiny", None, {**tiny, "llm_backend": "hf"}))
+    assert isinstance(built["autocast"], bool) and built["dtype"] in ("float32", "bfloat16", "float16")
+    assert isinstance(built["batch_size"], int) and built["batch_size"] > 0

@@ -110,8 +110,13 @@ def test_a_resume_state_carried_to_a_fresh_checkout_resumes_without_its_checkpoi
     config = {**tiny, **sasrec_config(), "resume_dir": str(tmp_path / "kept")}
     reference = run("SASRec", "tiny", config_dict={**config, "checkpoint_dir": str(tmp_path / "reference")})
     run_interrupted(monkeypatch, "SASRec", config)
-    shutil.rmtree(tmp_path / "saved")  # the session ended: only the resume_dir survived
     [state] = (tmp_path / "kept").glob("SASRec-*.pth")
+    [best_file] = (tmp_path / "saved").glob("SASRec-*.pth")
+    carried = torch.load(state, weights_only=False)["resume"]["best_checkpoint"]
+    on_disk = torch.load(best_file, weights_only=False)
+    assert carried["epoch"] == on_disk["epoch"]
+    assert all(torch.equal(carried["state_dict"][k], v) for k, v in on_disk["state_dict"].items())
+    shutil.rmtree(tmp_path / "saved")  # the session ended: only the resume_dir survived
 
     restored = []
     resume_checkpoint = ResumableTraining.resume_checkpoint

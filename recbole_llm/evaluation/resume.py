@@ -147,6 +147,7 @@ class ResumableTraining:
         # Within-epoch progress read from a resume state: batches trained, their loss, the random
         # states and training seconds at that point; consumed by the epoch that continues it.
         self.partial_epoch: dict | None = None
+        self._best: dict | None = None  # the best-model file's weights, read once per file written
 
     def fit(
         self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None
@@ -245,14 +246,15 @@ class ResumableTraining:
         best = extra.get("best_checkpoint")
         if best is not None and not os.path.isfile(self.saved_model_file):  # moved without its checkpoints
             self._write_best(best, latest=state)
+        self._best = best
 
     def _best_checkpoint(self) -> dict | None:
         """The weights of RecBole's best-model file as it stands (testing needs no optimizer state)."""
         path = getattr(self, "saved_model_file", None)
-        if not path or not os.path.isfile(path):
-            return None
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        return {k: checkpoint[k] for k in ("epoch", "state_dict", "other_parameter")}
+        if self._best is None and path and os.path.isfile(path):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            self._best = {k: checkpoint[k] for k in ("epoch", "state_dict", "other_parameter")}
+        return self._best
 
     def _write_best(self, best: dict, latest: dict) -> None:
         """The best-model file again, in this run's checkpoint_dir, written the trainer's own way (a
@@ -273,5 +275,6 @@ class ResumableTraining:
         super()._save_checkpoint(epoch, verbose=False, saved_model_file=partial, **kwargs)
         if os.path.exists(partial):  # RecBole writes nothing on distributed ranks other than 0
             os.replace(partial, target)
+            self._best = None  # a new best: the next resume state reads it
             if verbose:
                 self.logger.info(set_color("Saving current", "blue") + f": {target}")

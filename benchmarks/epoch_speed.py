@@ -9,7 +9,8 @@ model computes, padding included) divided by the float32 matmul throughput measu
 a sampled loss counts its K + 1 scores per target, even where per-position negatives are picked from
 the full score matrix; `items-only bound` counts only positions that hold an item, what packing
 sequences could save. The `anomaly on` row is how every epoch ran before `detect_anomaly` (RecBole's
-SINE switches autograd's anomaly mode on at import); the `gathered` row scores per-position negatives
+SINE switches autograd's anomaly mode on at import); the `math-path attention` row draws attention
+dropout in torch's SDPA, as before `chunked_attention`; the `gathered` row scores per-position negatives
 from their gathered embeddings, as before they were picked from the full score matrix
 (`losses.FULL_SCORES_BELOW`). Writes results/epoch-speed/epoch_speed.{json,md}. Quality of the
 sharing modes: benchmarks/ml-100k-negative-sharing.yaml.
@@ -26,10 +27,12 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+import torch.nn.functional as F
 
 from recbole_llm import losses
 from recbole_llm.benchmark.records import provenance, versions_text, write_result
 from recbole_llm.benchmark.suite import load_suite
+from recbole_llm.models.sequential import fused_attention
 from recbole_llm.quick_start import train
 
 HERE = Path(__file__).parent
@@ -40,6 +43,7 @@ def variants(negatives: int) -> dict[str, dict]:
     return {
         "CE": {"loss_type": "CE"},
         "CE, anomaly on (before)": {"loss_type": "CE", "detect_anomaly": True},
+        "CE, math-path attention (before)": {"loss_type": "CE", "sdpa_attention": True},
         "CE, no attention dropout": {"loss_type": "CE", "attn_dropout_prob": 0.0},
         f"SCE K={negatives}, per position": {**sce, "negative_sharing": "position"},
         f"SCE K={negatives}, per position, gathered (before)": {
@@ -86,16 +90,26 @@ def epoch_flops(config, dataset, loss: dict) -> tuple[float, float]:
     return total(rows * length, length), total(targets, targets / rows / 2)
 
 
+def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, p: float) -> torch.Tensor:
+    return F.scaled_dot_product_attention(query, key, value, dropout_p=p, is_causal=True)
+
+
 def measure(suite: dict, label: str, change: dict, epochs: int) -> dict:
     config = {**suite["config"], **change, "epochs": 0, "state": "WARNING", "seed": 2020}
     config["data_path"] = str((suite["file"].parent / config["data_path"]).resolve())
     anomaly = bool(config.pop("detect_anomaly", False))
     # Per-position negatives scored from gathered embeddings, as before `losses.FULL_SCORES_BELOW`.
     below = 0 if config.pop("gather_negatives", False) else losses.FULL_SCORES_BELOW
+    # Attention through torch's SDPA, whose CPU math path drew the dropout, as before `chunked_attention`.
+    attention = sdpa if config.pop("sdpa_attention", False) else fused_attention.causal_attention
     trained = train("SASRec", suite["dataset"], None, config, saved=False)
     trainer, loader = trained.trainer, trained.split.train
     seconds = []
-    with torch.autograd.set_detect_anomaly(anomaly), mock.patch.object(losses, "FULL_SCORES_BELOW", below):
+    with (
+        torch.autograd.set_detect_anomaly(anomaly),
+        mock.patch.object(losses, "FULL_SCORES_BELOW", below),
+        mock.patch.object(fused_attention, "causal_attention", attention),
+    ):
         for epoch in range(epochs):
             start = time.perf_counter()
             trainer._train_epoch(loader, epoch)

@@ -3,7 +3,8 @@
 RecBole's layers build the [batch, heads, length, length] attention scores by hand (scale, additive
 mask, softmax, dropout, each a pass over the largest tensor of the model) and its GELU out of five
 element-wise ops; on CPU these passes, not the matmuls, dominated a SASRec step. Here the attention is
-`F.scaled_dot_product_attention` (a flash kernel when no attention dropout is drawn), the three
+`F.scaled_dot_product_attention` (CPU training: `chunked_attention`, faster than either of its CPU
+paths), the three
 projections one matmul, and GELU `F.gelu`. Same parameters, same function: at every position that
 has an item the states equal RecBole's to float rounding. The causal mask alone suffices because
 RecBole's sequences are right-padded: a position that holds an item never sees a padded one, whose
@@ -15,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from recbole.model.layers import TransformerEncoder, TransformerLayer
+
+from recbole_llm.models.sequential.chunked_attention import causal_attention
 
 
 def transformer_states(encoder: TransformerEncoder, hidden: torch.Tensor, training: bool) -> torch.Tensor:
@@ -33,9 +36,11 @@ def _layer(layer: TransformerLayer, hidden: torch.Tensor, training: bool) -> tor
         hidden, torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections])
     )
     query, key, value = qkv.view(batch, length, 3, heads, size).permute(2, 0, 3, 1, 4)
-    context = F.scaled_dot_product_attention(
-        query, key, value, dropout_p=attention.attn_dropout.p if training else 0.0, is_causal=True
-    )
+    dropout = attention.attn_dropout.p if training else 0.0
+    if training and query.device.type == "cpu":
+        context = causal_attention(query, key, value, dropout)
+    else:
+        context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, is_causal=True)
     context = attention.dense(context.transpose(1, 2).reshape(batch, length, heads * size))
     hidden = attention.LayerNorm(attention.out_dropout(context) + hidden)
     act = feed_forward.intermediate_act_fn

@@ -44,7 +44,8 @@ def test_ssm_is_sce_with_alpha_one_and_ce_is_full_softmax():
     )
 
 
-def test_chunked_ce_matches_full_softmax_and_its_gradients():
+@pytest.mark.parametrize("uniform", [False, True])  # True: gradients taken in the forward pass, scaled
+def test_chunked_ce_matches_full_softmax_and_its_gradients(uniform):
     states = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     target = torch.tensor([0, 3, 4, 2, 2, 1, 0])
@@ -53,13 +54,15 @@ def test_chunked_ce_matches_full_softmax_and_its_gradients():
         -math.log(math.exp(scores[i][t]) / sum(math.exp(v) for v in scores[i]))
         for i, t in enumerate(target.tolist())
     ]
-    upstream = torch.rand(7, dtype=torch.float64)
+    upstream = torch.full((7,), 0.3, dtype=torch.float64) if uniform else torch.rand(7, dtype=torch.float64)
     got = losses.ce_from_states(states, weight, target, chunk=3)  # chunks of 3, 3 and 1 rows
     assert torch.allclose(got, torch.tensor(expected, dtype=torch.float64))
     grads = torch.autograd.grad((got * upstream).sum(), (states, weight))
     direct = torch.nn.functional.cross_entropy(states @ weight.T, target, reduction="none")
     want = torch.autograd.grad((direct * upstream).sum(), (states, weight))
     assert all(torch.allclose(g, w) for g, w in zip(grads, want))
+    with torch.no_grad():  # no gradient wanted: the forward pass does not take them
+        assert torch.allclose(losses.ce_from_states(states, weight, target, chunk=3), got.detach())
 
 
 @pytest.mark.parametrize("name", losses.SAMPLED_LOSSES)

@@ -42,16 +42,16 @@ class _ChunkedCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, states, weight, target, chunk):
         want_grads = any(ctx.needs_input_grad[:2])
-        lse, unit = [], (torch.empty_like(states), torch.zeros_like(weight)) if want_grads else None
+        chunk_lse, unit = [], (torch.empty_like(states), torch.zeros_like(weight)) if want_grads else None
         for start in range(0, len(states), chunk):
             rows = slice(start, start + chunk)
             scores = states[rows] @ weight.T
-            lse.append(torch.logsumexp(scores, -1))
+            chunk_lse.append(torch.logsumexp(scores, -1))
             if want_grads:
-                d = scores.sub_(lse[-1][:, None]).exp_()
+                d = scores.sub_(chunk_lse[-1][:, None]).exp_()
                 d[torch.arange(len(d)), target[rows]] -= 1
                 _add_grads(unit, states, weight, rows, d)
-        lse = torch.cat(lse)
+        lse = torch.cat(chunk_lse)
         ctx.save_for_backward(states, weight, target, lse)
         ctx.chunk, ctx.unit = chunk, unit
         return lse - (states * weight[target]).sum(-1)

@@ -6,8 +6,8 @@ for -inf and keeps scores, mask and dropped probabilities for backward, each a p
 [batch x heads, length, length] tensor, the largest of the model, far out of cache. Here the scores
 of a few heads at a time (~1 MB) are built, soft-maxed, dropped and multiplied while in cache, and
 rebuilt in backward instead of stored, as flash attention does; the mask takes 16 random bits an
-element (four to each 64-bit draw, ~3 ns) and is kept as bytes. On the Xu et al. ML-1M shapes this
-is ~2x faster than the math path, and faster than the flash kernel without dropout.
+element (four to each 64-bit draw, ~3 ns) and is kept as bytes. A Xu et al. ML-1M CE epoch took
+76.5 s with it and 92.6 s with the math path, one thread, same run (benchmarks/epoch_speed.py).
 """
 
 from __future__ import annotations

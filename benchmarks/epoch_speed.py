@@ -10,10 +10,13 @@ a sampled loss counts its K + 1 scores per target, even where per-position negat
 the full score matrix; `items-only bound` counts only positions that hold an item, what packing
 sequences could save. The `anomaly on` row is how every epoch ran before `detect_anomaly` (RecBole's
 SINE switches autograd's anomaly mode on at import); the `math-path attention` row draws attention
-dropout in torch's SDPA, as before `chunked_attention`; the `gathered` row scores per-position negatives
-from their gathered embeddings, as before they were picked from the full score matrix
-(`losses.FULL_SCORES_BELOW`). Writes results/epoch-speed/epoch_speed.{json,md}. Quality of the
-sharing modes: benchmarks/ml-100k-negative-sharing.yaml.
+dropout in torch's SDPA, as before `chunked_attention`; `one pass per batch` rows run forward and
+backward over the whole batch at once, as before `evaluation.passes`; the `gathered` row scores
+per-position negatives from their gathered embeddings, as before they were picked from the full score
+matrix (`losses.FULL_SCORES_BELOW`). A second table times one full-ranking validation, now and as
+before `SASRec.forward` ran its last layer at the last item only. Writes
+results/epoch-speed/epoch_speed.{json,md}. Quality of the sharing modes:
+benchmarks/ml-100k-negative-sharing.yaml.
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ import torch.nn.functional as F
 from recbole_llm import losses
 from recbole_llm.benchmark.records import provenance, versions_text, write_result
 from recbole_llm.benchmark.suite import load_suite
+from recbole_llm.evaluation import trainer as trainer_module
+from recbole_llm.evaluation.passes import uses_passes
 from recbole_llm.models.sequential import fused_attention
+from recbole_llm.models.sequential.next_item import NextItemModel
+from recbole_llm.models.sequential.sasrec import SASRec
 from recbole_llm.quick_start import train
 
 HERE = Path(__file__).parent
@@ -45,11 +52,17 @@ def variants(negatives: int) -> dict[str, dict]:
         "CE, anomaly on (before)": {"loss_type": "CE", "detect_anomaly": True},
         "CE, math-path attention (before)": {"loss_type": "CE", "sdpa_attention": True},
         "CE, no attention dropout": {"loss_type": "CE", "attn_dropout_prob": 0.0},
+        "CE, one pass per batch (before)": {"loss_type": "CE", "one_pass": True},
         f"SCE K={negatives}, per position": {**sce, "negative_sharing": "position"},
         f"SCE K={negatives}, per position, gathered (before)": {
             **sce,
             "negative_sharing": "position",
             "gather_negatives": True,
+        },
+        f"SCE K={negatives}, per position, one pass per batch (before)": {
+            **sce,
+            "negative_sharing": "position",
+            "one_pass": True,
         },
         f"SCE K={negatives}, per sequence": {**sce, "negative_sharing": "sequence"},
         f"SCE K={negatives}, per batch": {**sce, "negative_sharing": "batch"},
@@ -102,6 +115,8 @@ def measure(suite: dict, label: str, change: dict, epochs: int) -> dict:
     below = 0 if config.pop("gather_negatives", False) else losses.FULL_SCORES_BELOW
     # Attention through torch's SDPA, whose CPU math path drew the dropout, as before `chunked_attention`.
     attention = sdpa if config.pop("sdpa_attention", False) else fused_attention.causal_attention
+    # The whole batch in one forward and backward pass, as before `evaluation.passes`.
+    passes = (lambda *_: False) if config.pop("one_pass", False) else uses_passes
     trained = train("SASRec", suite["dataset"], None, config, saved=False)
     trainer, loader = trained.trainer, trained.split.train
     seconds = []
@@ -109,6 +124,7 @@ def measure(suite: dict, label: str, change: dict, epochs: int) -> dict:
         torch.autograd.set_detect_anomaly(anomaly),
         mock.patch.object(losses, "FULL_SCORES_BELOW", below),
         mock.patch.object(fused_attention, "causal_attention", attention),
+        mock.patch.object(trainer_module, "uses_passes", passes),
     ):
         for epoch in range(epochs):
             start = time.perf_counter()
@@ -119,6 +135,23 @@ def measure(suite: dict, label: str, change: dict, epochs: int) -> dict:
     row.update(gflop=padded / 1e9, items_only_gflop=items_only / 1e9, batches=len(loader))
     print(f"{suite['name']} | {label}: {row['s_per_epoch']:.1f} s/epoch, {row['gflop']:.0f} GFLOP")
     return row
+
+
+def validation_seconds(suite: dict) -> dict[str, float]:
+    """One full-ranking validation (every user, all items) of the CE model: as now, and as before
+    `SASRec.forward` ran its last layer at the last item only, in passes (every position, one pass)."""
+    config = {**suite["config"], "loss_type": "CE", "epochs": 0, "state": "WARNING", "seed": 2020}
+    config["data_path"] = str((suite["file"].parent / config["data_path"]).resolve())
+    trained = train("SASRec", suite["dataset"], None, config, saved=False)
+    found = {}
+    for label, forward in (
+        ("now", SASRec.forward),
+        ("every position, one pass (before)", NextItemModel.forward),
+    ):
+        with mock.patch.object(SASRec, "forward", forward):
+            found[label] = _timed(lambda: trained.trainer._valid_epoch(trained.split.valid))
+        print(f"{suite['name']} | validation, {label}: {found[label]:.1f} s")
+    return found
 
 
 def main() -> None:
@@ -138,6 +171,7 @@ def main() -> None:
         result["suites"][suite["name"]] = {
             label: measure(suite, label, change, args.epochs) for label, change in variants(negatives).items()
         }
+        result.setdefault("validation_s", {})[suite["name"]] = validation_seconds(suite)
     result["matmul_gflops_after"] = matmul_gflops()
     peak = max(result["matmul_gflops_before"], result["matmul_gflops_after"])
     result.update(provenance(shlex.join(["python", *sys.argv])))
@@ -164,6 +198,15 @@ def main() -> None:
                 f"{row['gflop']:.0f} | {bound:.1f} | {row['ratio']:.2f}x | "
                 f"{row['items_only_gflop'] / peak:.1f} |"
             )
+    lines += [
+        "",
+        "Full-ranking validation (every user, all items, CE model), seconds:",
+        "",
+        "| suite | " + " | ".join(next(iter(result["validation_s"].values()))) + " |",
+        "|---|---|---|",
+    ]
+    for name, seconds in result["validation_s"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{s:.1f}" for s in seconds.values()) + " |")
     lines.append("")
     write_result(HERE / "results" / "epoch-speed", "epoch_speed", result, lines)
     print("\n".join(lines))

@@ -130,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run nothing: say what would run and rewrite the table from the records there are",
     )
+    board.add_argument(
+        "--test-progress",
+        action="store_true",
+        help="train nothing: test the best weights so far of each unfinished run (its resume state), "
+        "write them as interim records marked in the table, and rewrite the table",
+    )
     sub.add_parser("models", help="list the model names that resolve")
     expected = sub.add_parser("expected", help="write each suite's expected scores from its records")
     expected.add_argument("suites", nargs="+", help="suite YAMLs, e.g. benchmarks/ml-100k.yaml")
@@ -155,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             executor=args.executor,
             address=args.address,
             table_only=args.table_only,
+            test_progress=args.test_progress,
         )
     except USER_ERRORS as err:
         return _fail("recbole-llm", err)

@@ -62,7 +62,13 @@ class RunResult:
 
 
 def train(
-    model, dataset, config_file_list=None, config_dict=None, saved: bool = True, protocols: list | None = None
+    model,
+    dataset,
+    config_file_list=None,
+    config_dict=None,
+    saved: bool = True,
+    protocols: list | None = None,
+    in_progress: bool = False,
 ) -> Trained:
     """Build config, data and model, and fit with validation-based early stopping.
 
@@ -70,6 +76,8 @@ def train(
     test `protocols` (default: the config's `candidates`) against the model, the model's own
     settings (`check_config`), and every test candidate list is drawn before the first epoch.
     Models without trainable parameters (zero-shot rankers) or with `epochs: 0` skip fitting.
+    `in_progress`: fit nothing; take the best weights so far of the same run's unfinished training
+    from its resume state (a long schedule tested between its sessions).
     """
     config = Config(model, dataset, config_file_list, config_dict)
     prepare_dataset_files(config)
@@ -94,7 +102,9 @@ def train(
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config.model_class)(config, model)
     best_valid, epochs_run, start = None, 0, time.perf_counter()
-    if config["epochs"] > 0 and any(p.requires_grad for p in model.parameters()):
+    if in_progress:
+        best_valid, epochs_run = trainer.load_progress()
+    elif config["epochs"] > 0 and any(p.requires_grad for p in model.parameters()):
         with torch.autograd.set_detect_anomaly(bool(config["detect_anomaly"])):
             _, best_valid = trainer.fit(
                 split.train, split.valid, saved=saved, show_progress=config["show_progress"]
@@ -106,7 +116,8 @@ def train(
             model.load_state_dict(checkpoint["state_dict"])
             model.load_other_parameter(checkpoint.get("other_parameter"))
     # A resumed fit also counts the time its killed predecessor spent on the epochs it took over.
-    train_seconds = time.perf_counter() - start + getattr(trainer, "seconds_before_resume", 0.0)
+    fit_seconds = 0.0 if in_progress else time.perf_counter() - start
+    train_seconds = fit_seconds + getattr(trainer, "seconds_before_resume", 0.0)
     return Trained(
         config, split, model, trainer, best_valid, epochs_run, train_seconds, test_loaders, protocols
     )

@@ -14,7 +14,8 @@ import yaml
 from recbole.trainer import Trainer
 
 from recbole_llm import registry
-from recbole_llm.benchmark.suite import run_suite
+from recbole_llm.benchmark.expected import expected_scores
+from recbole_llm.benchmark.suite import load_suite, run_suite
 from recbole_llm.evaluation.resume import ResumableTraining
 from recbole_llm.models.sequential.sasrec import SASRec
 from recbole_llm.quick_start import run
@@ -199,6 +200,30 @@ def test_killed_leaderboard_keeps_finished_records_and_resumes_the_killed_model(
     assert state.stat().st_mtime_ns == state_written
     assert (out / "leaderboard.md").read_text() == table and "| Pop |" in table
 
+    # --test-progress tests the best weights so far, as a run stopped after those epochs would.
+    table = run_suite(path, test_progress=True)
+    assert "testing SASRec as it stands (training in progress)" in capsys.readouterr().err
+    assert state.stat().st_mtime_ns == state_written, "testing the progress trains nothing"
+    interim = json.loads((out / "SASRec__full.json").read_text())
+    assert interim["in_progress"] == {"epochs_trained": KILLED_AFTER + 1, "resume_state": state.name}
+    shared = {k: v for k, v in tiny.items() if k != "candidates_dir"}
+    stopped = {
+        **shared,
+        **sasrec_config(),
+        "epochs": KILLED_AFTER + 1,
+        "checkpoint_dir": str(tmp_path / "short"),
+    }
+    short = run("SASRec", "tiny", config_dict=stopped)
+    assert interim["metrics"] == {k: float(v) for k, v in short.test["full"].items()}
+    assert interim["best_valid"] == dict(short.trained.best_valid)
+    assert interim["valid_curve"] == short.trained.trainer.valid_curve
+    assert interim["epochs_run"] == KILLED_AFTER + 1
+    sasrec_row = next(line for line in table.splitlines() if line.startswith("| SASRec |"))
+    assert f"| {KILLED_AFTER + 1} † |" in sasrec_row and "† In progress" in table
+    assert "**In progress**" in table, "the unfinished run is still listed with its schedule"
+    (row,) = [r for r in expected_scores(load_suite(path))["rows"] if r["model"] == "SASRec"]
+    assert "--test-progress" in row["command"] and not row["cheap"]
+
     resumed_at = []
     resume_checkpoint = ResumableTraining.resume_checkpoint
 
@@ -214,3 +239,4 @@ def test_killed_leaderboard_keeps_finished_records_and_resumes_the_killed_model(
     reference = json.loads((tmp_path / "uninterrupted" / "out" / "SASRec__full.json").read_text())
     for key in ("metrics", "best_valid", "epochs_run"):
         assert resumed[key] == reference[key]
+    assert "in_progress" not in resumed, "the finished run replaced its interim record"

@@ -4,11 +4,15 @@ import numpy as np
 import pytest
 import torch
 from recbole.data.interaction import Interaction
+from recbole.model.sequential_recommender.sasrec import SASRec as RecBoleSASRec
 
+import recbole_llm.models.sequential.sasrec as sasrec_module
 import recbole_llm.registry as registry
 from recbole_llm.config import Config
 from recbole_llm.data.split import load_split
 from recbole_llm.errors import RecBoleLLMError
+from recbole_llm.evaluation import trainer as trainer_module
+from recbole_llm.evaluation.passes import passes_loss
 from recbole_llm.losses import LOSSES
 from recbole_llm.models.sequential.gru4rec import GRU4Rec
 from recbole_llm.models.sequential.next_item import window_rows
@@ -221,3 +225,52 @@ def test_fused_sasrec_states_and_gradients_equal_recboles_layers_where_items_are
     assert fused.keys() == reference.keys()
     for name in reference:
         assert torch.allclose(fused[name], reference[name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("n_layers,eval_tokens", [(1, 10_000), (2, 10_000), (2, 10)])
+def test_sasrec_forward_runs_its_last_layer_at_the_last_item_only_and_equals_recboles(
+    tiny, monkeypatch, n_layers, eval_tokens
+):
+    monkeypatch.setattr(sasrec_module, "PASS_TOKENS", eval_tokens)  # 10: two sequences a pass
+    model, _ = build("PluginSASRec", tiny, n_layers=n_layers, n_heads=2)
+    model.eval()
+    item_seq = torch.tensor([[3, 7, 5, 0, 0], [2, 4, 6, 8, 1], [9, 0, 0, 0, 0]])
+    lengths = (item_seq > 0).sum(1)
+    with torch.no_grad():
+        states = RecBoleSASRec.forward(model, item_seq, lengths)  # RecBole's own layers
+        assert torch.allclose(model.forward(item_seq, lengths), states, atol=1e-5)
+
+
+@pytest.mark.parametrize("all_positions", [True, False])
+def test_a_batch_in_passes_has_the_whole_batchs_loss_and_gradients(tiny, monkeypatch, all_positions):
+    model, _ = build("PluginSASRec", tiny, all_positions=all_positions)
+    model.train()  # dropout probabilities are 0 here: passes and the whole batch see the same function
+    batch = Interaction(
+        {  # passes of 3 and 1 sequences: 9 and 2 of the 11 targets of all-position training
+            "item_id_list": torch.tensor(
+                [[3, 7, 5, 0, 0], [2, 4, 6, 8, 1], [9, 0, 0, 0, 0], [4, 4, 0, 0, 0]]
+            ),
+            "item_length": torch.tensor([3, 5, 1, 2]),
+            "item_id": torch.tensor([2, 3, 5, 6]),
+        }
+    )
+    model.zero_grad()
+    whole = model.calculate_loss(batch)
+    whole.backward()
+    reference = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    monkeypatch.setattr(sasrec_module, "PASS_TOKENS", 15)  # passes of 3 sequences and 1
+    assert [len(part) for part, _ in model.loss_passes(batch)] == [3, 1]
+    model.zero_grad()
+    loss = passes_loss(model, batch)
+    assert loss.item() == pytest.approx(whole.item(), rel=1e-6)
+    loss.backward()  # as the trainer does: adds nothing to the accumulated gradients
+    for name, grad in reference.items():
+        assert torch.allclose(dict(model.named_parameters())[name].grad, grad, atol=1e-6), name
+
+
+@pytest.mark.parametrize("name,passes", [("PluginSASRec", True), ("PluginGRU4Rec", False)])
+def test_cpu_training_runs_sasrec_batches_in_passes(tiny, monkeypatch, name, passes):
+    calls = []
+    monkeypatch.setattr(trainer_module, "passes_loss", lambda *a: calls.append(1) or passes_loss(*a))
+    train(name, "tiny", config_dict={**tiny, "epochs": 1})
+    assert bool(calls) == passes

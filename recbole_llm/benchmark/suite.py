@@ -266,8 +266,11 @@ def _missing(suite: dict, run: Run) -> str | None:
         path = record_path(suite, run.entry["name"], protocol, run.seed)
         if not path.is_file():
             return f"no record {path.name}"
-        if json.loads(path.read_text()).get("run_key") != _run_key(suite, run, protocol):
+        record = json.loads(path.read_text())
+        if record.get("run_key") != _run_key(suite, run, protocol):
             return f"settings changed since {path.name}"
+        if record.get("in_progress"):
+            return f"{path.name} holds an unfinished training's best weights so far"
     return None
 
 
@@ -299,13 +302,39 @@ def rerun(suite: dict, name: str, seed: int, workdir: Path) -> dict[str, dict]:
 
 def run_entry(suite: dict, run: Run, command: str | None = None) -> None:
     """Train and test one run and write its records (`command`: what started it, default this process)."""
-    from recbole_llm.quick_start import evaluate, train
+    from recbole_llm.quick_start import train
 
     started = time.time()
-    config, source = run.config, run.adapter_from
+    config, source, extra = run.config, run.adapter_from, {}
     if source is not None:
         config = {**config, "adapter_path": str(trained_adapter(suite, source))}
+        extra["adapter_from"] = {"model": source.entry["name"], "adapter_path": config["adapter_path"]}
     trained = train(run.entry["model"], suite["dataset"], None, config, protocols=run.protocols)
+    _test_and_record(suite, run, trained, started, command, extra)
+
+
+def test_in_progress(suite: dict, run: Run, command: str | None = None) -> None:
+    """Test the best weights so far of `run`'s unfinished training (its resume state) and write them as
+    interim records: the table shows them marked, and rerunning the suite continues the training."""
+    from recbole_llm.quick_start import train
+
+    started = time.time()
+    trained = train(
+        run.entry["model"], suite["dataset"], None, run.config, protocols=run.protocols, in_progress=True
+    )
+    state = trained.trainer.resume_file
+    interim = {"epochs_trained": trained.epochs_run, "resume_state": state.name}
+    _test_and_record(
+        suite, run, trained, started, command, {"in_progress": interim, "checkpoint": str(state)}
+    )
+
+
+def _test_and_record(
+    suite: dict, run: Run, trained, started: float, command: str | None, extra: dict
+) -> None:
+    """Test `trained` on every protocol of `run` and write one record (and its per-user values) each."""
+    from recbole_llm.quick_start import evaluate
+
     result = evaluate(trained)
     for protocol in run.protocols:
         label = protocol.label
@@ -338,9 +367,8 @@ def run_entry(suite: dict, run: Run, command: str | None = None) -> None:
             "config": config_snapshot(trained.config),
             "versions": versions(),
             "machine": machine(),
+            **extra,
         }
-        if source is not None:
-            record["adapter_from"] = {"model": source.entry["name"], "adapter_path": config["adapter_path"]}
         _keep_measured_cost(path, record)
         write_atomic(path, json.dumps(record, indent=2) + "\n")
 
@@ -372,11 +400,17 @@ def _in_progress(suite: dict, runs: list[Run]) -> list[str]:
     for run in runs:
         if _missing(suite, run) is None:
             continue
-        config = Config(run.entry["model"], suite["dataset"], None, run.config)
-        state = resume_path(config, config.model_class)
+        state = _resume_state(suite, run)
         if state.is_file():
-            found.append(f"{describe(run)}: {progress(state, config['valid_metric'])}")
+            metric = Config(run.entry["model"], suite["dataset"], None, run.config)["valid_metric"]
+            found.append(f"{describe(run)}: {progress(state, metric)}")
     return found
+
+
+def _resume_state(suite: dict, run: Run) -> Path:
+    """Where a killed training of `run` left its resume state (the file may not exist)."""
+    config = Config(run.entry["model"], suite["dataset"], None, run.config)
+    return resume_path(config, config.model_class)
 
 
 def _provenance(suite: dict, records: list[dict]) -> str:
@@ -403,6 +437,7 @@ def run_suite(
     executor: str = "local",
     address: str | None = None,
     table_only: bool = False,
+    test_progress: bool = False,
 ) -> str:
     """Run what is missing (of `only` models and `seeds`, if given) with `executor` (`local`, or `ray`
     on the cluster at `address`); write and return the table.
@@ -410,6 +445,8 @@ def run_suite(
     Says on stderr, for each run, whether it was kept (its records match its settings) or why it runs.
     `table_only` runs nothing: it says what would run and writes the table from the records there are
     (with the runs in progress), e.g. to look at a long schedule between its sessions.
+    `test_progress` trains nothing: it tests the best weights so far of each missing run that has a
+    resume state and writes them as interim records, which the table marks and a later run replaces.
     """
     if executor not in EXECUTORS:
         raise RecBoleLLMError(f"Unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}.")
@@ -434,6 +471,14 @@ def run_suite(
     if table_only:
         for run, reason in missing:
             print(f"would run {describe(run)}: {reason}", file=sys.stderr)
+        return _write_table(suite, runs)
+    if test_progress:
+        for run, _ in missing:
+            if _resume_state(suite, run).is_file():
+                print(f"testing {describe(run)} as it stands (training in progress)", file=sys.stderr)
+                test_in_progress(suite, run)
+            else:
+                print(f"skipped {describe(run)}: no training in progress", file=sys.stderr)
         return _write_table(suite, runs)
     # A run testing another's adapter waits for that run (Ray finishes tasks in any order).
     pending = {id(run) for run, _ in missing}

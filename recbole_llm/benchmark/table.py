@@ -117,6 +117,19 @@ def _budget_cells(runs: list[dict]) -> list[str]:
     return [examples, f"{statistics.fmean(seconds):.2f}" if seconds else "–"]
 
 
+IN_PROGRESS_MARK = "†"
+IN_PROGRESS_LEGEND = (
+    f"{IN_PROGRESS_MARK} In progress: training has not finished; the row tests the best epoch so far (by "
+    "validation) of the epochs trained, from the run's resume state (`--test-progress`)."
+)
+
+
+def _epochs_cell(runs: list[dict]) -> str:
+    """Epochs trained, marked when a run has not finished its schedule (an interim record)."""
+    unfinished = any(r.get("in_progress") for r in runs)
+    return _cell([r["epochs_run"] for r in runs], 0) + (f" {IN_PROGRESS_MARK}" if unfinished else "")
+
+
 def _lists_note(record: dict) -> str:
     """Which candidate lists a record ranked: the content hash of its lists (and of their pool)."""
     protocol = record["protocol"]
@@ -203,13 +216,15 @@ def leaderboard(
             epoch_s = [s for r in rs for s in r["wall_time"].get("train_epoch_s", [])]
             cells += [
                 str(len(rs)),
-                _cell([r["epochs_run"] for r in rs], 0),
+                _epochs_cell(rs),
                 _cell([r["wall_time"]["train_s"] for r in rs], 0),
                 f"{statistics.fmean(epoch_s):.2f}" if epoch_s else "–",
                 _cell([r["wall_time"]["eval_s"] for r in rs], 1),
             ]
             out.append(f"| {model} | " + " | ".join(cells) + " |")
         out += ["", _interval_legend(runs, columns), ""]
+        if any(r.get("in_progress") for r in group):
+            out += [IN_PROGRESS_LEGEND, ""]
         if baseline is not None:
             tested = {model for (model, _), mark in marks.items() if mark is not None}
             paired_users = next((len(b) for b in base.values() if b), None)
@@ -250,10 +265,12 @@ def published_comparison(records: list[dict], published: dict, label: str) -> st
             cells.append("–" if gap is None else f"{gap:+.0%}")
         cells += [
             str(len(rs)),
-            _cell([r["epochs_run"] for r in rs], 0) if rs else "–",
+            _epochs_cell(rs) if rs else "–",
             _cell([r["wall_time"]["train_s"] for r in rs], 0) if rs else "–",
         ]
         out.append(f"| {model} | " + " | ".join(cells) + " |")
     if any(len(rs) > 1 for rs in runs.values()):
         out += ["", "Ours: the mean over seeds ± the half-width of its 95% Student-t confidence interval."]
+    if any(r.get("in_progress") for rs in runs.values() for r in rs):
+        out += ["", IN_PROGRESS_LEGEND]
     return "\n".join([*out, ""])

@@ -25,6 +25,7 @@ from recbole.utils import set_color
 
 from recbole_llm.atomic import partial_path
 from recbole_llm.benchmark.records import fingerprint
+from recbole_llm.errors import RecBoleLLMError
 
 # Settings that never change what is trained: where output goes, what is shown, how keys are checked.
 OUTPUT_ONLY = frozenset(
@@ -247,6 +248,28 @@ class ResumableTraining:
         if best is not None and not os.path.isfile(self.saved_model_file):  # moved without its checkpoints
             self._write_best(best, latest=state)
         self._best = best
+
+    def load_progress(self) -> tuple[dict | None, int]:
+        """Take over the best weights so far and the history of the unfinished run whose resume state
+        this trainer finds, to test them while it is still training (reads the state, writes nothing).
+        Returns the best validation result and the number of epochs trained."""
+        if not self.resume_file.is_file():
+            raise RecBoleLLMError(
+                f"No resume state {self.resume_file}: this run has no training in progress."
+            )
+        state = torch.load(self.resume_file, map_location="cpu", weights_only=False)
+        extra = state.get("resume") or {}
+        best = extra.get("best_checkpoint")
+        if best is None:
+            raise RecBoleLLMError(
+                f"{self.resume_file} holds no validated weights yet: let the run train at least one epoch."
+            )
+        for name, value in extra["progress"].items():
+            setattr(self, name, value)
+        self.seconds_before_resume = extra["fit_seconds"]
+        self.model.load_state_dict(best["state_dict"])
+        self.model.load_other_parameter(best["other_parameter"])
+        return getattr(self, "best_valid_result", None), state["epoch"] + 1
 
     def _best_checkpoint(self) -> dict | None:
         """The weights of RecBole's best-model file as it stands (testing needs no optimizer state)."""

@@ -13,6 +13,7 @@ import torch
 from recbole.trainer import Trainer
 
 from recbole_llm.evaluation.graded import graded_ndcg
+from recbole_llm.evaluation.passes import passes_loss, uses_passes
 from recbole_llm.evaluation.per_user import topk_per_user
 from recbole_llm.evaluation.resume import ResumableTraining
 from recbole_llm.evaluation.scoring import score_all_items, score_candidates
@@ -71,13 +72,15 @@ class ProtocolEvaluation:
         # [epochs trained, validation score] of every validation during fit: the learning curve.
         self.valid_curve: list[list[float]] = []
 
-    def _train_epoch(self, train_data, *args, **kwargs):
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         start = time.perf_counter()
         examples = self.config["train_examples_per_epoch"]
         if examples is not None:
             train_data = EpochBudget(train_data, math.ceil(examples / self.config["train_batch_size"]))
+        if uses_passes(self, loss_func):
+            loss_func = functools.partial(passes_loss, self.model)
         try:
-            return super()._train_epoch(train_data, *args, **kwargs)
+            return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         finally:
             self.epoch_seconds.append(time.perf_counter() - start)
 

@@ -196,6 +196,9 @@ def test_killed_leaderboard_keeps_finished_records_and_resumes_the_killed_model(
     table = run_suite(path, table_only=True)
     line = next(line for line in table.splitlines() if line.startswith("**In progress**"))
     assert f"SASRec: {KILLED_AFTER + 1} epoch(s) trained, best validation NDCG@10 0." in line
+    below = sasrec_config()["stopping_step"] + 1 - torch.load(state, weights_only=False)["cur_step"]
+    left = sasrec_config()["epochs"] - KILLED_AFTER - 1
+    assert f"left: at most {left} epoch(s), fewer once {below} more validation(s) in a row" in line
     assert "would run SASRec: no record SASRec__full.json" in capsys.readouterr().err
     assert state.stat().st_mtime_ns == state_written
     assert (out / "leaderboard.md").read_text() == table and "| Pop |" in table

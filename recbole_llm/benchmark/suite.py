@@ -400,17 +400,16 @@ def _in_progress(suite: dict, runs: list[Run]) -> list[str]:
     for run in runs:
         if _missing(suite, run) is None:
             continue
-        state = _resume_state(suite, run)
+        state, config = _resume_state(suite, run)
         if state.is_file():
-            metric = Config(run.entry["model"], suite["dataset"], None, run.config)["valid_metric"]
-            found.append(f"{describe(run)}: {progress(state, metric)}")
+            found.append(f"{describe(run)}: {progress(state, config['valid_metric'])}")
     return found
 
 
-def _resume_state(suite: dict, run: Run) -> Path:
-    """Where a killed training of `run` left its resume state (the file may not exist)."""
+def _resume_state(suite: dict, run: Run) -> tuple[Path, Config]:
+    """Where a killed training of `run` left its resume state (the file may not exist); its config."""
     config = Config(run.entry["model"], suite["dataset"], None, run.config)
-    return resume_path(config, config.model_class)
+    return resume_path(config, config.model_class), config
 
 
 def _provenance(suite: dict, records: list[dict]) -> str:
@@ -474,7 +473,7 @@ def run_suite(
         return _write_table(suite, runs)
     if test_progress:
         for run, _ in missing:
-            if _resume_state(suite, run).is_file():
+            if _resume_state(suite, run)[0].is_file():
                 print(f"testing {describe(run)} as it stands (training in progress)", file=sys.stderr)
                 test_in_progress(suite, run)
             else:

@@ -74,7 +74,12 @@ def progress(path: Path, metric: str) -> str:
     if curve:
         epochs, best = max(curve, key=lambda point: point[1])
         done += f", best validation {metric} {best:.4f} (after epoch {epochs:g})"
-    return done
+    config = state["config"]
+    below = config["stopping_step"] + 1 - state["cur_step"]  # RecBole stops after stopping_step + 1
+    return (
+        f"{done}; left: at most {config['epochs'] - state['epoch'] - 1} epoch(s), fewer once {below} more "
+        "validation(s) in a row score below the best"
+    )
 
 
 def atomic_save(obj, path: Path) -> None:

@@ -33,7 +33,8 @@ def transformer_last_states(
     """The last layer's state [B, H] at position `last[b]` of each sequence of `hidden` [B, L, H].
 
     Only that state is scored (evaluation, prediction): the final layer needs keys and values at every
-    position but its query, attention, feed-forward and norms at that one, ~40% of a 2-layer forward.
+    position but its query, attention, feed-forward and norms at that one, which saves ~40% of a
+    2-layer forward.
     """
     *earlier, final = encoder.layer
     for layer in earlier:

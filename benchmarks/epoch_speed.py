@@ -11,7 +11,8 @@ the full score matrix; `items-only bound` counts only positions that hold an ite
 sequences could save. The `anomaly on` row is how every epoch ran before `detect_anomaly` (RecBole's
 SINE switches autograd's anomaly mode on at import); the `math-path attention` row draws attention
 dropout in torch's SDPA, as before `chunked_attention`; `one pass per batch` rows run forward and
-backward over the whole batch at once, as before `evaluation.passes`; the `gathered` row scores
+backward over the whole batch at once, as before `evaluation.passes` (rows are timed one after another:
+passes_ab.py compares these two interleaved, on the same batches); the `gathered` row scores
 per-position negatives from their gathered embeddings, as before they were picked from the full score
 matrix (`losses.FULL_SCORES_BELOW`). A second table times one full-ranking validation, now and as
 before `SASRec.forward` ran its last layer at the last item only. Writes

@@ -9,8 +9,8 @@ from recbole_llm.models.sequential.next_item import NextItemModel
 # Positions per pass of a batch on CPU (evaluation, and training through evaluation.passes): a layer's
 # tensors stay near cache size. At ML-1M shapes (200 positions, one thread) the evaluation forward of
 # 4096 users took 6.0 s in passes of 128 users, 6.2 s of 64, 7.4 s of 256, 10.4 s in one pass (16.4 s
-# with the last layer at every position); a 512-user CE training step 10.7 s in passes of 128, 12.6 s
-# in one (means of 4, interleaved, beside two other training jobs).
+# with the last layer at every position); a 512-user training step 0.85x (CE) and 0.87x (SCE) of one
+# pass in passes of 128 (benchmarks/passes_ab.py).
 PASS_TOKENS = 25_600
 
 

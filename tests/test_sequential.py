@@ -231,7 +231,7 @@ def test_fused_sasrec_states_and_gradients_equal_recboles_layers_where_items_are
 def test_sasrec_forward_runs_its_last_layer_at_the_last_item_only_and_equals_recboles(
     tiny, monkeypatch, n_layers, eval_tokens
 ):
-    monkeypatch.setattr(sasrec_module, "PASS_TOKENS", eval_tokens)  # 10: two sequences a pass
+    monkeypatch.setattr(sasrec_module, "PASS_TOKENS", eval_tokens)  # 10: lengths 1 and 3, then 5
     model, _ = build("PluginSASRec", tiny, n_layers=n_layers, n_heads=2)
     model.eval()
     item_seq = torch.tensor([[3, 7, 5, 0, 0], [2, 4, 6, 8, 1], [9, 0, 0, 0, 0]])
@@ -246,7 +246,7 @@ def test_a_batch_in_passes_has_the_whole_batchs_loss_and_gradients(tiny, monkeyp
     model, _ = build("PluginSASRec", tiny, all_positions=all_positions)
     model.train()  # dropout probabilities are 0 here: passes and the whole batch see the same function
     batch = Interaction(
-        {  # passes of 3 and 1 sequences: 9 and 2 of the 11 targets of all-position training
+        {  # 11 targets in all-position training, 4 otherwise
             "item_id_list": torch.tensor(
                 [[3, 7, 5, 0, 0], [2, 4, 6, 8, 1], [9, 0, 0, 0, 0], [4, 4, 0, 0, 0]]
             ),
@@ -258,8 +258,12 @@ def test_a_batch_in_passes_has_the_whole_batchs_loss_and_gradients(tiny, monkeyp
     whole = model.calculate_loss(batch)
     whole.backward()
     reference = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    monkeypatch.setattr(sasrec_module, "PASS_TOKENS", 15)  # passes of 3 sequences and 1
-    assert [len(part) for part, _ in model.loss_passes(batch)] == [3, 1]
+    monkeypatch.setattr(sasrec_module, "PASS_TOKENS", 15)  # all 4 rows of 5 positions: over 15
+    passes = list(model.loss_passes(batch))
+    lengths = [part["item_length"].tolist() for part, _ in passes]
+    assert len(passes) == 2 and sum(lengths, []) == [1, 2, 3, 5]  # sorted by length, every row once
+    shares = [sum(n) / 11 if all_positions else len(n) / 4 for n in lengths]
+    assert [weight for _, weight in passes] == pytest.approx(shares)
     model.zero_grad()
     loss = passes_loss(model, batch)
     assert loss.item() == pytest.approx(whole.item(), rel=1e-6)

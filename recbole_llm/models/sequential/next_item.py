@@ -3,7 +3,8 @@ training.
 
 All-position training runs one forward pass per window of a user's sequence and predicts the next
 item at every position of a causal model, instead of RecBole's one training row per prefix: the same
-targets, ~sequence-length times fewer tokens through the network.
+targets, ~sequence-length times fewer tokens through the network. Batches run only up to their
+longest sequence: a causal model never reads the right padding past it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from recbole.utils import InputType
 from recbole_llm import losses
 from recbole_llm.data.split import subset_loader
 from recbole_llm.errors import RecBoleLLMError, did_you_mean
+from recbole_llm.models.sequential.length_passes import trimmed
 
 NEGATIVE_EXCLUDE = ("none", "positive", "history")
 NEGATIVE_SHARING = ("position", "sequence", "batch")
@@ -91,11 +93,11 @@ class NextItemModel:
         return subset_loader(config, loader, keep, shuffle=True)
 
     def forward(self, item_seq, item_seq_len):
-        return self.gather_indexes(self.sequence_states(item_seq), item_seq_len - 1)
+        return self.gather_indexes(self.sequence_states(trimmed(item_seq, item_seq_len)), item_seq_len - 1)
 
     def calculate_loss(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
         seq_len = interaction[self.ITEM_SEQ_LEN]
+        item_seq = trimmed(interaction[self.ITEM_SEQ], seq_len)
         rows = torch.arange(len(item_seq), device=item_seq.device)
         if self.all_positions:  # position j predicts item j + 1; the last item predicts the row's target
             targets = torch.cat([item_seq[:, 1:], torch.zeros_like(item_seq[:, :1])], dim=1)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from recbole.data.interaction import Interaction
+from recbole.model.sequential_recommender.gru4rec import GRU4Rec as RecBoleGRU4Rec
 from recbole.model.sequential_recommender.sasrec import SASRec as RecBoleSASRec
 
 import recbole_llm.models.sequential.sasrec as sasrec_module
@@ -239,6 +240,26 @@ def test_sasrec_forward_runs_its_last_layer_at_the_last_item_only_and_equals_rec
     with torch.no_grad():
         states = RecBoleSASRec.forward(model, item_seq, lengths)  # RecBole's own layers
         assert torch.allclose(model.forward(item_seq, lengths), states, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name,recbole_forward", [("PluginSASRec", RecBoleSASRec), ("PluginGRU4Rec", RecBoleGRU4Rec)]
+)
+def test_padding_past_the_longest_sequence_changes_neither_states_nor_loss(tiny, name, recbole_forward):
+    model, _ = build(name, tiny, loss_type="CE")
+    model.eval()
+    item_seq = torch.tensor([[3, 7, 5, 0, 0], [2, 4, 0, 0, 0], [9, 0, 0, 0, 0]])  # longest: 3 of 5
+    lengths, targets = (item_seq > 0).sum(1), torch.tensor([2, 6, 8])
+    with torch.no_grad():
+        states = recbole_forward.forward(model, item_seq, lengths)  # RecBole's, over all 5 columns
+        assert torch.allclose(model.forward(item_seq, lengths), states, atol=1e-5)
+        padded = torch.nn.functional.pad(item_seq, (0, 4))  # 9 columns
+        assert torch.allclose(model.forward(padded, lengths), states, atol=1e-5)
+        losses = [
+            model.calculate_loss(Interaction({"item_id_list": s, "item_length": lengths, "item_id": targets}))
+            for s in (item_seq, padded, item_seq[:, :3])
+        ]
+    assert losses[0].item() == pytest.approx(losses[1].item()) == pytest.approx(losses[2].item())
 
 
 @pytest.mark.parametrize("all_positions", [True, False])

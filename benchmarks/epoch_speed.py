@@ -17,8 +17,7 @@ ran before `detect_anomaly` (RecBole's SINE switches autograd's anomaly mode on 
 at once, as before `evaluation.passes` (rows are timed one after another: passes_ab.py compares passes
 and one pass interleaved, on the same batches); the `gathered` row scores
 per-position negatives from their gathered embeddings, as before they were picked from the full score
-matrix (`losses.FULL_SCORES_BELOW`). A second table times one full-ranking validation, now and as
-before `length_passes` and before `SASRec.forward` ran its last layer at the last item only. Writes
+matrix (`losses.FULL_SCORES_BELOW`). Validation: validation_speed.py. Writes
 results/epoch-speed/epoch_speed.{json,md}. Quality of the sharing modes:
 benchmarks/ml-100k-negative-sharing.yaml.
 """
@@ -43,8 +42,6 @@ from recbole_llm.benchmark.suite import load_suite
 from recbole_llm.evaluation import trainer as trainer_module
 from recbole_llm.evaluation.passes import uses_passes
 from recbole_llm.models.sequential import fused_attention, next_item, sasrec
-from recbole_llm.models.sequential.next_item import NextItemModel
-from recbole_llm.models.sequential.sasrec import SASRec
 from recbole_llm.quick_start import train
 
 HERE = Path(__file__).parent
@@ -168,27 +165,6 @@ def padded_patches(length: int) -> list:
     ]
 
 
-def validation_seconds(suite: dict) -> dict[str, float]:
-    """One full-ranking validation (every user, all items) of the CE model: as now, and as before
-    `SASRec.forward` ran its last layer at the last item only, in passes (every position, one pass)."""
-    config = {**suite["config"], "loss_type": "CE", "epochs": 0, "state": "WARNING", "seed": 2020}
-    config["data_path"] = str((suite["file"].parent / config["data_path"]).resolve())
-    trained = train("SASRec", suite["dataset"], None, config, saved=False)
-    found = {}
-    length = config["MAX_ITEM_LIST_LENGTH"]
-    for label, forward, patches in (
-        ("now", SASRec.forward, []),
-        ("padded passes (before)", SASRec.forward, padded_patches(length)),
-        ("every position, one pass (before)", NextItemModel.forward, padded_patches(length)),
-    ):
-        with mock.patch.object(SASRec, "forward", forward), contextlib.ExitStack() as stack:
-            for patch in patches:
-                stack.enter_context(patch)
-            found[label] = _timed(lambda: trained.trainer._valid_epoch(trained.split.valid))
-        print(f"{suite['name']} | validation, {label}: {found[label]:.1f} s")
-    return found
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -206,7 +182,6 @@ def main() -> None:
         result["suites"][suite["name"]] = {
             label: measure(suite, label, change, args.epochs) for label, change in variants(negatives).items()
         }
-        result.setdefault("validation_s", {})[suite["name"]] = validation_seconds(suite)
     result["matmul_gflops_after"] = matmul_gflops()
     peak = max(result["matmul_gflops_before"], result["matmul_gflops_after"])
     result.update(provenance(shlex.join(["python", *sys.argv])))
@@ -235,15 +210,6 @@ def main() -> None:
                 f"{row['gflop']:.0f} | {bound:.1f} | {row['ratio']:.2f}x | "
                 f"{items_only:.1f} | {row['items_only_ratio']:.2f}x |"
             )
-    lines += [
-        "",
-        "Full-ranking validation (every user, all items, CE model), seconds:",
-        "",
-        "| suite | " + " | ".join(next(iter(result["validation_s"].values()))) + " |",
-        "|---" * (1 + len(next(iter(result["validation_s"].values())))) + "|",
-    ]
-    for name, seconds in result["validation_s"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{s:.1f}" for s in seconds.values()) + " |")
     lines.append("")
     write_result(HERE / "results" / "epoch-speed", "epoch_speed", result, lines)
     print("\n".join(lines))

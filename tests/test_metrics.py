@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
-from recbole.evaluator import Evaluator
+from recbole.evaluator import Collector, Evaluator
 
 from recbole_llm.config import Config
-from recbole_llm.evaluation.ties import TieAwareCollector, pessimistic_ranking
+from recbole_llm.evaluation.ties import TieAwareCollector, pessimistic_ranking, pessimistic_topk
 
 
 @pytest.fixture
@@ -50,6 +50,36 @@ def test_pessimistic_ranking_matches_a_slow_lexicographic_sort():
         want = [i in positives for i in slow_pessimistic_order(scores[u].tolist(), positives)]
         got = [i in positives for i in torch.sort(ranked[u], descending=True, stable=True).indices.tolist()]
         assert got == want, f"row {u}: positives at other ranks than the reference"
+
+
+@pytest.mark.parametrize("kind", ["distinct", "ties", "special"])
+def test_top_k_path_gives_the_full_rankings_top_k(config, kind):
+    """The fast path (`pessimistic_topk`, TieAwareCollector) against RecBole's collector fed the full
+    keys of `pessimistic_ranking`: same hits at every rank, same positive counts."""
+    gen = torch.Generator().manual_seed(1)
+    if kind == "distinct":  # a trained model's scores: the fast path for every row
+        scores = torch.randn(40, 30, generator=gen)
+    elif kind == "ties":  # ties inside the top 4 (fast path at k = 4) and across the other cuts
+        scores = torch.randint(0, 3, (40, 30), generator=gen).float()
+        scores[:, :4], scores[:, 4] = 10.0, 9.0
+    else:  # NaN and infinities among ties: the full keys' path
+        values = torch.tensor([-2.5, -0.0, 0.0, 0.5, 3.0, float("inf"), -float("inf"), float("nan")])
+        scores = values[torch.randint(0, len(values), (40, 30), generator=gen)]
+    positive_u = torch.arange(40).repeat_interleave(3)
+    positive_i = torch.randint(0, 30, (120,), generator=gen)  # duplicates count once
+    reference = Collector(config)
+    reference.eval_batch_collect(
+        pessimistic_ranking(scores, positive_u, positive_i), None, positive_u, positive_i
+    )
+    fast = TieAwareCollector(config)
+    fast.eval_batch_collect(scores, None, positive_u, positive_i)
+    assert torch.equal(fast.get_data_struct()["rec.topk"], reference.get_data_struct()["rec.topk"])
+    for k in (1, 4, 7, 30):
+        index, hits = pessimistic_topk(scores, positive_u, positive_i, k)
+        keys = pessimistic_ranking(scores, positive_u, positive_i)
+        want = torch.sort(keys, dim=1, descending=True, stable=True).indices[:, :k]
+        assert torch.equal(keys.gather(1, index), keys.gather(1, want)), "same scores and labels in order"
+        assert torch.equal(hits, keys.gather(1, want) % 2 == 0)
 
 
 def test_perfect_scorer_gets_ndcg_one(config):

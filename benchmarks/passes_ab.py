@@ -5,7 +5,7 @@ on the same batches, the two interleaved round by round so that machine noise fa
     python benchmarks/passes_ab.py --suites benchmarks/xu2024-beauty.yaml --losses CE
 
 epoch_speed.py times each variant in its own epoch, one after another; a difference under ~10% there
-can be the machine's. This is the controlled comparison behind `sasrec.PASS_TOKENS`. Writes
+can be the machine's. This is the controlled comparison behind `length_passes.PASS_TOKENS`. Writes
 results/epoch-speed/passes_ab.{json,md}.
 """
 

@@ -20,6 +20,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "Pop": "recbole_llm.models.general.pop:Pop",
     "SASRec": "recbole_llm.models.sequential.sasrec:SASRec",
     "GRU4Rec": "recbole_llm.models.sequential.gru4rec:GRU4Rec",
+    "KangSASRec": "recbole_llm.models.sequential.kang_sasrec:KangSASRec",
     "LLMRanker": "recbole_llm.models.llm.ranker:LLMRanker",
     "LLMVerbalizerRanker": "recbole_llm.models.llm.verbalizer_ft:LLMVerbalizerRanker",
     "LLMPointwiseRanker": "recbole_llm.models.llm.pointwise_ft:LLMPointwiseRanker",

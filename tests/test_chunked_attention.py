@@ -66,3 +66,11 @@ def test_attention_dropout_is_unbiased_over_draws():
     query, key, value = (torch.randn(1, 2, 6, 4, dtype=torch.float64) for _ in range(3))
     mean = torch.stack([causal_attention(query, key, value, 0.3) for _ in range(4000)]).mean(0)
     assert torch.allclose(mean, causal_attention(query, key, value, 0.0), atol=0.05)
+
+
+def test_dropping_every_weight_gives_zeros_as_torch_dropout_does():
+    query, key, value = (torch.randn(2, 2, 5, 4, requires_grad=True) for _ in range(3))
+    out = causal_attention(query, key, value, 1.0)
+    assert torch.equal(out, torch.zeros(2, 2, 5, 4))
+    out.sum().backward()
+    assert torch.equal(value.grad, torch.zeros_like(value))

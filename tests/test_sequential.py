@@ -7,7 +7,7 @@ from recbole.data.interaction import Interaction
 from recbole.model.sequential_recommender.gru4rec import GRU4Rec as RecBoleGRU4Rec
 from recbole.model.sequential_recommender.sasrec import SASRec as RecBoleSASRec
 
-import recbole_llm.models.sequential.sasrec as sasrec_module
+import recbole_llm.models.sequential.length_passes as length_passes_module
 import recbole_llm.registry as registry
 from recbole_llm.config import Config
 from recbole_llm.data.split import load_split
@@ -232,7 +232,7 @@ def test_fused_sasrec_states_and_gradients_equal_recboles_layers_where_items_are
 def test_sasrec_forward_runs_its_last_layer_at_the_last_item_only_and_equals_recboles(
     tiny, monkeypatch, n_layers, eval_tokens
 ):
-    monkeypatch.setattr(sasrec_module, "PASS_TOKENS", eval_tokens)  # 10: lengths 1 and 3, then 5
+    monkeypatch.setattr(length_passes_module, "PASS_TOKENS", eval_tokens)  # 10: lengths 1 and 3, then 5
     model, _ = build("PluginSASRec", tiny, n_layers=n_layers, n_heads=2)
     model.eval()
     item_seq = torch.tensor([[3, 7, 5, 0, 0], [2, 4, 6, 8, 1], [9, 0, 0, 0, 0]])
@@ -279,7 +279,7 @@ def test_a_batch_in_passes_has_the_whole_batchs_loss_and_gradients(tiny, monkeyp
     whole = model.calculate_loss(batch)
     whole.backward()
     reference = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    monkeypatch.setattr(sasrec_module, "PASS_TOKENS", 15)  # all 4 rows of 5 positions: over 15
+    monkeypatch.setattr(length_passes_module, "PASS_TOKENS", 15)  # all 4 rows of 5 positions: over 15
     passes = list(model.loss_passes(batch))
     lengths = [part["item_length"].tolist() for part, _ in passes]
     assert len(passes) == 2 and sum(lengths, []) == [1, 2, 3, 5]  # sorted by length, every row once

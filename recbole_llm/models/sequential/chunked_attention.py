@@ -33,6 +33,8 @@ def keep_mask(shape: tuple[int, ...], p: float) -> tuple[torch.Tensor, float]:
 def causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, p: float) -> torch.Tensor:
     """softmax(causal(query keyᵀ / √d)) with dropout `p` (0: none), times `value`; inputs [B, heads, L, d]."""
     batch, heads, length, size = query.shape
+    if p >= 1:  # every weight dropped, as torch's dropout does (the mask's scale would divide by 0)
+        return value.mul(0.0)
     keep, keep_scale = keep_mask((batch * heads, length, length), p) if p > 0 else (None, 1.0)
     flat = [t.reshape(batch * heads, length, size) for t in (query, key, value)]
     return _CausalAttention.apply(*flat, keep, keep_scale).view(batch, heads, length, size)

@@ -13,6 +13,13 @@ import math
 import numpy as np
 import torch
 
+# At most this many positions a pass of a batch on CPU (evaluation, and training through
+# evaluation.passes): a layer's tensors stay near cache size. At ML-1M shapes (200 positions, one
+# thread) SASRec's evaluation forward of 4096 users took 6.0 s in passes of 128 users, 6.2 s of 64,
+# 7.4 s of 256, 10.4 s in one pass (16.4 s with the last layer at every position); a 512-user training
+# step 0.85x (CE) and 0.87x (SCE) of one pass in passes of 128 (benchmarks/passes_ab.py).
+PASS_TOKENS = 25_600
+
 # A pass's fixed cost (Python, kernel launches, small matmuls) in positions of work: cutting a batch
 # once more pays when it saves more padding than this.
 PASS_OVERHEAD_TOKENS = 1024
@@ -47,3 +54,27 @@ def length_passes(
         passes[:0] = rows.tensor_split(min(len(rows), math.ceil(len(rows) * width[g - 1] / tokens)))
         g = first
     return [index.to(lengths.device) for index in passes]
+
+
+class LengthPassesModel:
+    """Mixin for a causal next-item model with `_last_states(item_seq, lengths) -> [B, H]`: its
+    gradient-free CPU forward and its training batches (`loss_passes`, evaluation.passes) run in
+    passes of similar lengths."""
+
+    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """The state at each sequence's last item (what scoring reads)."""
+        if torch.is_grad_enabled() or item_seq.is_cuda:
+            return self._last_states(item_seq, item_seq_len)
+        states = self.item_embedding.weight.new_empty(len(item_seq), self.hidden_size)
+        for index in length_passes(item_seq_len, PASS_TOKENS):
+            states[index] = self._last_states(item_seq[index], item_seq_len[index])
+        return states
+
+    def loss_passes(self, interaction):
+        """The batch in passes of similar lengths, each with its share of the batch's targets
+        (all-position training: one per item of a sequence; otherwise one per sequence)."""
+        lengths = interaction[self.ITEM_SEQ_LEN]
+        targets = lengths if self.all_positions else torch.ones_like(lengths)
+        total = targets.sum()
+        for index in length_passes(lengths, PASS_TOKENS):
+            yield interaction[index], float(targets[index].sum() / total)

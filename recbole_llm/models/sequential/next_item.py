@@ -95,6 +95,16 @@ class NextItemModel:
     def forward(self, item_seq, item_seq_len):
         return self.gather_indexes(self.sequence_states(trimmed(item_seq, item_seq_len)), item_seq_len - 1)
 
+    def predict(self, interaction) -> torch.Tensor:
+        states = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return (states * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        return (
+            self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            @ self.item_embedding.weight.T
+        )
+
     def calculate_loss(self, interaction):
         seq_len = interaction[self.ITEM_SEQ_LEN]
         item_seq = trimmed(interaction[self.ITEM_SEQ], seq_len)

@@ -243,3 +243,18 @@ def test_killed_leaderboard_keeps_finished_records_and_resumes_the_killed_model(
     for key in ("metrics", "best_valid", "epochs_run"):
         assert resumed[key] == reference[key]
     assert "in_progress" not in resumed, "the finished run replaced its interim record"
+
+
+def test_runs_started_in_the_same_second_keep_their_own_best_weights(tiny, monkeypatch):
+    """RecBole names the best-model file by the second a trainer starts: two runs at once must not
+    share it, or one tests the other's weights."""
+    monkeypatch.setattr("recbole.trainer.trainer.get_local_time", lambda: "Dec-07-2026_20-10-06")
+    config = {**tiny, **sasrec_config(), "epochs": 2}
+    first = run("SASRec", "tiny", config_dict={**config, "seed": 1})
+    second = run("SASRec", "tiny", config_dict={**config, "seed": 2})
+    files = [r.trained.trainer.saved_model_file for r in (first, second)]
+    assert files[0] != files[1]
+    for result, path in zip((first, second), files):
+        on_disk = torch.load(path, weights_only=False)["state_dict"]
+        tested = result.trained.trainer.model.state_dict()
+        assert all(torch.equal(on_disk[k], v) for k, v in tested.items())

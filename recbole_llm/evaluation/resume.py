@@ -141,6 +141,11 @@ class ResumableTraining:
     def __init__(self, config, model):
         super().__init__(config, model)
         self.resume_file = resume_path(config, type(model))
+        # RecBole names the best-model file <model>-<local time>.pth: runs started in the same second
+        # in one checkpoint_dir (two at once) would share it and test each other's weights.
+        stem, ext = os.path.splitext(self.saved_model_file)
+        run_key = self.resume_file.stem.removeprefix(f"{config['model']}-")
+        self.saved_model_file = f"{stem}-{run_key[:8]}{ext}"
         self.seconds_before_resume = 0.0  # fit time the resumed state had already spent
         self._keep_state = False
         self._first_epoch = 0

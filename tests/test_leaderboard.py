@@ -90,6 +90,9 @@ def test_bad_suites_fail_clearly(tiny, tmp_path):
     typo = r"baseline 'BPR-smal' is not a model name of the suite. Did you mean: BPR-small\?"
     with pytest.raises(RecBoleLLMError, match=typo):
         run_suite(write_suite(tmp_path, tiny, baseline="BPR-smal"))
+    for curves in ({"source": "a log"}, {"CE": [[5, 0.1], [10]]}, [[5, 0.1]]):
+        with pytest.raises(RecBoleLLMError, match="reference_curves"):
+            run_suite(write_suite(tmp_path, tiny, reference_curves=curves))
 
 
 def test_seeds_run_each_model_per_seed_and_average(tiny, tmp_path):

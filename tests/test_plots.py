@@ -181,3 +181,13 @@ def test_a_suite_keeps_learning_curves_and_links_its_plots(tiny, tmp_path, monke
     table = run_suite(path)  # every record kept: only the table is written again
     assert plots.INSTALL_HINT in table and "Plots: [" not in table
     assert (tmp_path / "out" / "leaderboard.md").read_text() == table
+
+
+def test_learning_curves_add_reference_curves_in_grey():
+    records = [record("SASRec-CE", 0.3, curve=[[5, 0.10], [10, 0.15]], seed=1)]
+    reference = {"source": "the paper's log", "paper CE": [[5, 0.12], [10, 0.2], [15, 0.25]]}
+    (ax,) = plots.learning_curves_figure(records, reference).axes
+    drawn = [(line.get_color(), list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines]
+    assert drawn == [("C0", [5, 10], [0.10, 0.15]), ("0.45", [5, 10, 15], [0.12, 0.2, 0.25])]
+    assert ax.lines[1].get_linestyle() == "--"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["SASRec-CE", "paper CE"]

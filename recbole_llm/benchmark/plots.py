@@ -138,10 +138,12 @@ def _curves(records: list[dict]) -> dict[tuple[str, int], list]:
     return curves
 
 
-def learning_curves_figure(records: list[dict]) -> Figure | None:
+def learning_curves_figure(records: list[dict], reference: dict | None = None) -> Figure | None:
     """Validation score after each epoch, one line per run, a model's seeds in one colour: whether a
-    model was still improving when its epoch budget ended. None when no record keeps a curve (records
-    written before curves were kept)."""
+    model was still improving when its epoch budget ended. `reference` (a suite's `reference_curves`:
+    label -> [[epoch, score], ...], `source` aside) adds dashed grey lines, e.g. a paper's own training
+    log, to show where ours part from it. None when no record keeps a curve (records written before
+    curves were kept)."""
     from matplotlib.ticker import MaxNLocator
 
     curves = _curves(records)
@@ -157,6 +159,10 @@ def learning_curves_figure(records: list[dict]) -> Figure | None:
         label = model if model not in labelled else f"_{model}"
         labelled.add(model)
         ax.plot(epochs, scores, marker=".", color=f"C{models.index(model) % 10}", label=label)
+    references = {k: v for k, v in (reference or {}).items() if k != "source"}
+    for k, (label, curve) in enumerate(references.items()):
+        epochs, scores = zip(*curve)
+        ax.plot(epochs, scores, linestyle=("--", ":", "-.")[k % 3], color="0.45", label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epochs trained")
     metric = metrics.pop() if len(metrics) == 1 else None
@@ -227,6 +233,7 @@ def write_plots(
     columns: Sequence[str],
     published: dict | None = None,
     published_label: str | None = None,
+    reference_curves: dict | None = None,
 ) -> Links:
     """Draw every figure the records allow into `folder`; the Markdown links to them, by place."""
     try:
@@ -245,9 +252,12 @@ def write_plots(
             fig = accuracy_cost_figure(group, column, f"{label}: {column} vs LLM cost per user")
             if fig is not None:
                 links.tables[label, lists] = _save(fig, folder, stem, "accuracy vs cost")
-        fig = learning_curves_figure(records)
+        fig = learning_curves_figure(records, reference_curves)
         if fig is not None:
-            links.after_tables.append(_save(fig, folder, "learning_curves", "learning curves"))
+            line = _save(fig, folder, "learning_curves", "learning curves")
+            if reference_curves and reference_curves.get("source"):
+                line += f"; grey: {reference_curves['source']}"
+            links.after_tables.append(line)
         fig = published_figure(records, published, published_label) if published else None
         if fig is not None:
             links.published = _save(fig, folder, "published_vs_ours", "published vs ours")

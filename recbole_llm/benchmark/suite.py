@@ -15,6 +15,9 @@ Suite format::
     published:                         # optional: a paper's numbers, tabled next to ours
       source: Xu et al. 2024, Table 2
       SASRec-CE: {Recall@10: 0.0986, NDCG@10: 0.0597}
+    reference_curves:                  # optional: grey lines in the learning-curve plot
+      source: the paper code's own training log
+      reference SASRec-CE: [[5, 0.0118], [10, 0.0154], [15, 0.0278]]   # [epoch, validation score]
     notes: text printed under the tables (budgets, deviations from the paper)
     models:
       - {model: Pop}
@@ -72,6 +75,7 @@ _SUITE_KEYS = {
     "seeds",
     "baseline",
     "published",
+    "reference_curves",
     "notes",
     "resources",
     "resume_dir",
@@ -119,6 +123,7 @@ def load_suite(path: str | Path) -> dict:
     if seeds is not None and (not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds)):
         raise RecBoleLLMError(f"{path}: `seeds` must be a list of integers.")
     _check_baseline(path, suite)
+    _check_reference_curves(path, suite.get("reference_curves"))
     _check_adapter_from(path, suite)
     suite["output"] = path.parent / suite.get("output", f"results/{suite['name']}")
     if suite.get("resume_dir"):
@@ -134,6 +139,23 @@ def _check_baseline(path: Path, suite: dict) -> None:
     if baseline is not None and baseline not in names:
         hint = did_you_mean(str(baseline), names) or f" It lists {names}."
         raise RecBoleLLMError(f"{path}: baseline {baseline!r} is not a model name of the suite.{hint}")
+
+
+def _check_reference_curves(path: Path, curves) -> None:
+    """`reference_curves`: `source` (text) and label -> [[epoch, score], ...], drawn with the learning
+    curves; checked here so that a typo fails before hours of training, not when the plot is drawn."""
+    if curves is None:
+        return
+    lines = {k: v for k, v in curves.items() if k != "source"} if isinstance(curves, dict) else None
+
+    def is_point(point) -> bool:
+        return isinstance(point, list) and len(point) == 2 and all(isinstance(x, (int, float)) for x in point)
+
+    if not lines or not all(isinstance(v, list) and v and all(map(is_point, v)) for v in lines.values()):
+        raise RecBoleLLMError(
+            f"{path}: `reference_curves` needs `label: [[epoch, score], ...]` entries (and may name a "
+            "`source`)."
+        )
 
 
 def _check_adapter_from(path: Path, suite: dict) -> None:
@@ -506,7 +528,9 @@ def _write_table(suite: dict, runs: list[Run]) -> str:
     suite["output"].mkdir(parents=True, exist_ok=True)  # a table even when every run failed
     columns = suite.get("columns", DEFAULT_COLUMNS)
     first_label = runs[0].protocols[0].label
-    plots = write_plots(records, suite["output"], columns, suite.get("published"), first_label)
+    plots = write_plots(
+        records, suite["output"], columns, suite.get("published"), first_label, suite.get("reference_curves")
+    )
     table = f"## {suite['name']}\n\n{_provenance(suite, records)}\n\n"
     table += leaderboard(records, columns, suite.get("baseline"), plots.tables)
     table += "".join(f"\n{line}\n" for line in plots.after_tables)

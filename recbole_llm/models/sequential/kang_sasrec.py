@@ -62,8 +62,9 @@ class KangSASRec(LengthPassesModel, NextItemModel, SequentialRecommender):
         """States [B, L, H] at every position of right-padded `item_seq`, causally."""
         lengths = (item_seq > 0).sum(1)
         hidden = self._embed(item_seq, lengths)
+        mask = self._padding_mask(lengths, item_seq.size(1), hidden.dtype) if self.attend_to_padding else None
         for block in self.blocks:
-            hidden = block(hidden, self._padding_scores(lengths), self.n_heads, self.training)
+            hidden = block(hidden, mask, self.n_heads, self.training)
         return self.last_norm(hidden)
 
     def _last_states(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -79,11 +80,14 @@ class KangSASRec(LengthPassesModel, NextItemModel, SequentialRecommender):
         )
         return F.dropout(hidden, self.dropout_prob, self.training)
 
-    def _padding_scores(self, lengths: torch.Tensor) -> torch.Tensor | None:
-        """log(padding slots) per sequence [B] (-inf with none), or None when padding is masked."""
-        if not self.attend_to_padding:
-            return None
-        return (self.max_seq_length - lengths).float().log()
+    def _padding_mask(self, lengths: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
+        """Additive attention mask [B, 1, L, L + 1] over [padding key, keys]: log(padding slots) for
+        the padding key (-inf with none), causal for the rest; built once for every block."""
+        causal = torch.ones(length, length, dtype=torch.bool, device=lengths.device).tril()
+        mask = torch.zeros(len(lengths), 1, length, length + 1, dtype=dtype, device=lengths.device)
+        mask[..., 0] = (self.max_seq_length - lengths).to(dtype).log().view(-1, 1, 1)
+        mask[..., 1:].masked_fill_(~causal, float("-inf"))
+        return mask
 
 
 class _Block(nn.Module):
@@ -100,7 +104,7 @@ class _Block(nn.Module):
         self.dropout = dropout
 
     def forward(
-        self, hidden: torch.Tensor, padding_scores: torch.Tensor | None, heads: int, training: bool
+        self, hidden: torch.Tensor, padding_mask: torch.Tensor | None, heads: int, training: bool
     ) -> torch.Tensor:
         batch, length, width = hidden.shape
         w_q, w_kv = self.in_proj.weight.split([width, 2 * width])
@@ -108,19 +112,15 @@ class _Block(nn.Module):
         query = F.linear(self.attention_norm(hidden), w_q, b_q).view(batch, length, heads, -1).transpose(1, 2)
         key, value = F.linear(hidden, w_kv, b_kv).view(batch, length, 2, heads, -1).permute(2, 0, 3, 1, 4)
         dropout = self.dropout if training else 0.0
-        if padding_scores is None:
+        if padding_mask is None:
             context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, is_causal=True)
-        else:  # one key for all padding slots: the biases, scored + log(slots)
+        else:  # one key for all padding slots: the biases, scored + log(slots) by the mask
             pad_key, pad_value = (b.view(1, heads, 1, -1).expand(batch, -1, -1, -1) for b in b_kv.chunk(2))
-            causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()
-            mask = torch.zeros(batch, 1, length, length + 1, dtype=hidden.dtype, device=hidden.device)
-            mask[..., 0] = padding_scores.view(batch, 1, 1)
-            mask[..., 1:].masked_fill_(~causal, float("-inf"))
             context = F.scaled_dot_product_attention(
                 query,
                 torch.cat([pad_key, key], dim=2),
                 torch.cat([pad_value, value], dim=2),
-                attn_mask=mask,
+                attn_mask=padding_mask,
                 dropout_p=dropout,
             )
         hidden = self.out_proj(context.transpose(1, 2).reshape(batch, length, width)) + hidden

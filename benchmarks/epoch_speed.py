@@ -45,6 +45,7 @@ from recbole_llm.models.sequential import fused_attention, next_item, sasrec
 from recbole_llm.quick_start import train
 
 HERE = Path(__file__).parent
+XU_SUITES = [str(HERE / "xu2024-ml-1m.yaml"), str(HERE / "xu2024-beauty.yaml")]
 
 
 def variants(negatives: int) -> dict[str, dict]:
@@ -165,13 +166,17 @@ def padded_patches(length: int) -> list:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--suites", nargs="+", default=[str(HERE / "xu2024-ml-1m.yaml"), str(HERE / "xu2024-beauty.yaml")]
-    )
-    parser.add_argument("--epochs", type=int, default=1)
+def speed_parser(doc: str, suites: list[str] = XU_SUITES) -> argparse.ArgumentParser:
+    """The options every speed script shares: which suites, and how many torch threads."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--suites", nargs="+", default=suites)
     parser.add_argument("--threads", type=int, default=1)
+    return parser
+
+
+def main() -> None:
+    parser = speed_parser(__doc__)
+    parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = {"threads": args.threads, "epochs": args.epochs, "suites": {}}

@@ -11,7 +11,6 @@ results/epoch-speed/passes_ab.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import statistics
 import sys
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from epoch_speed import speed_parser
 
 from recbole_llm.benchmark.records import provenance, versions_text, write_result
 from recbole_llm.benchmark.suite import load_suite
@@ -66,12 +66,10 @@ def compare(suite: dict, loss: str, batches: int, rounds: int) -> dict | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--suites", nargs="+", default=[str(HERE / "xu2024-ml-1m.yaml")])
+    parser = speed_parser(__doc__, suites=[str(HERE / "xu2024-ml-1m.yaml")])
     parser.add_argument("--losses", nargs="+", default=["CE", "SCE"])
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = {"threads": args.threads, "batches": args.batches, "rounds": args.rounds, "suites": {}}

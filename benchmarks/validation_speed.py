@@ -14,7 +14,6 @@ cost does not depend on the weights. Writes results/epoch-speed/validation_speed
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import shlex
 import statistics
@@ -24,7 +23,7 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-from epoch_speed import padded_patches
+from epoch_speed import padded_patches, speed_parser
 from recbole.evaluator import Collector
 
 from recbole_llm.benchmark.records import provenance, versions_text, write_result
@@ -75,12 +74,8 @@ def measure(suite: dict, rounds: int) -> dict[str, list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--suites", nargs="+", default=[str(HERE / "xu2024-ml-1m.yaml"), str(HERE / "xu2024-beauty.yaml")]
-    )
+    parser = speed_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = {"threads": args.threads, "rounds": args.rounds, "suites": {}}
